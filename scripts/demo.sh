@@ -302,8 +302,8 @@ for _ in $(seq 1 600); do
 done
 case "$last" in "Done (Success)") ;; *) echo "job did not succeed: $last" >&2; exit 1 ;; esac
 
-step "wmproxy output --dir $STATE/output $JOBID"
-"$BIN/wmproxy" output --dir "$STATE/output" "$JOBID"
+step "wmproxy output --dir $STATE/output --nosubdir $JOBID"
+"$BIN/wmproxy" output --dir "$STATE/output" --nosubdir "$JOBID"
 END=$(date +%s.%N)
 
 step "The job's stdout"

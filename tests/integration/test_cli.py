@@ -43,7 +43,7 @@ def test_submit_with_input_sandbox_then_output(deployment: Deployment, delegated
     assert entry["Exit code"] == 3
     rc, out, err = run_cli(deployment, "status", job_id)
     assert "Current Status:     Done (Exit Code !=0)" in out and "Exit code:          3" in out
-    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), job_id)
+    rc, out, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "out"), job_id)
     assert rc == 0, err
     assert (tmp_path / "out" / "out.txt").read_text() == "args: a b\nline one\nline two\n"
     assert (tmp_path / "out" / "err.txt").read_text() == "hi there\n"

@@ -231,7 +231,7 @@ def test_collection_from_a_directory(deployment: Deployment, delegated: str, tmp
     rc, out, err = run_cli(deployment, "status", parent)
     assert f"- Nodes information for: {parent}" in out
     assert all(f"    Status info for the Job : {cid}" in out for cid in children.values())
-    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), "-i", str(ids))
+    rc, out, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "out"), "-i", str(ids))
     assert rc == 0, err
     assert "\tNode Name:\tNode_first_jdl\n" in out
     assert (tmp_path / "out" / "Node_first_jdl" / "first.out").read_text() == "node first\nshared data\n"
@@ -250,7 +250,7 @@ def test_dag_with_a_node_input_file(deployment: Deployment, delegated: str, tmp_
     rc, out, err = run_cli(deployment, "status", "--json", data["parent"])
     statuses = json.loads(out)["jobs"][0]
     assert {n["jobid"] for n in statuses["nodes"]} == set(data["children"].values())
-    rc, out, err = run_cli(deployment, "output", "--json", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, out, err = run_cli(deployment, "output", "--nosubdir", "--json", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     assert set(json.loads(out)["nodes"]) == {"nodeA", "nodeB"}
     assert (tmp_path / "out" / "nodeA" / "jobA.out").read_text() == "A from script\n"
@@ -266,7 +266,7 @@ def test_appendix_a4_parametric_job(deployment: Deployment, delegated: str, tmp_
     assert set(data["children"]) == {"Node_100", "Node_110", "Node_120"}
     entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, out, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     for value in (100, 110, 120):
         node_dir = tmp_path / "out" / f"Node_{value}"
@@ -307,7 +307,7 @@ def test_appendix_a_compound_jobs_verbatim(
     assert set(data["children"]) == nodes
     entry = wait_for_cli_status(deployment, data["parent"], ("Done", "Aborted", "Cancelled"))
     assert entry["Current Status"] == "Done (Success)", entry
-    rc, _, err = run_cli(deployment, "output", "--dir", str(tmp_path / "out"), data["parent"])
+    rc, _, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "out"), data["parent"])
     assert rc == 0, err
     for node, name in outputs.items():
         assert (tmp_path / "out" / node / name).read_text().strip() in (socket.getfqdn(), socket.gethostname())

@@ -165,14 +165,15 @@ class TestProxyCheckedFirst:
 class TestConnectionErrors:
     def test_http_scheme(self, deployment: Deployment) -> None:
         url = deployment.endpoint.replace("https://", "http://")
-        rc, _, err = run_cli(deployment, "status", "-e", url, "https://localhost/x")
+        rc, _, err = run_cli(deployment, "status", "--endpoint", url, "https://localhost/x")
         assert rc == 1
         assert err == (f"Error - Configuration: the endpoint {url} uses http://: a WMProxy is reached over https:// "
                        f"only ({deployment.endpoint})\n")
 
     def test_unreachable(self, deployment: Deployment) -> None:
         port = closed_port()
-        rc, _, err = run_cli(deployment, "status", "-e", f"https://localhost:{port}/glite_wms_wmproxy_server", SOME_JOB)
+        rc, _, err = run_cli(deployment, "status", "--endpoint", f"https://localhost:{port}/glite_wms_wmproxy_server",
+                             SOME_JOB)
         assert rc == 1
         assert err == (f"Error - ConnectionError: cannot connect to localhost:{port}: connection refused "
                        "(no service listening there)\n")
@@ -368,7 +369,7 @@ class TestJdlOnTheClient:
                                           '  Dependencies = { { A, B } }; ]\n')
         dag = submit(deployment, tmp_path / "dag.jdl", "-d", delegated)
         wait_for_cli_status(deployment, dag, ("Done",))
-        rc, _, err = run_cli(deployment, "output", "--dir", str(tmp_path / "dag-out"), dag)
+        rc, _, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "dag-out"), dag)
         assert rc == 0, err
         assert (tmp_path / "dag-out" / "A" / "a.out").read_text() == "hi there\n"
         for value in ("1", "2"):
@@ -379,7 +380,7 @@ class TestJdlOnTheClient:
                                         ' StdOutput = "o_PARAM_.txt"; OutputSandbox = {"o_PARAM_.txt"}; ]')
         parametric = submit(deployment, tmp_path / "p.jdl", "-d", delegated)
         wait_for_cli_status(deployment, parametric, ("Done",))
-        rc, _out, err = run_cli(deployment, "output", "--dir", str(tmp_path / "p-out"), parametric)
+        rc, _out, err = run_cli(deployment, "output", "--nosubdir", "--dir", str(tmp_path / "p-out"), parametric)
         assert rc == 0, err
         got = sorted(p.read_text() for p in (tmp_path / "p-out").glob("*/o*.txt"))
         assert got == ["input 1\n", "input 2\n"]

@@ -1,4 +1,7 @@
-"""The client configuration file of ``-c/--config FILE`` (or ``$WMPROXY_CLIENT_CONFIG``).
+"""The client configuration file: ``-c/--config FILE``, else ``$WMPROXY_CLIENT_CONFIG``, else (gLite
+UI, ``Utils::checkConf``) ``$GLITE_WMSUI_COMMANDS_CONFIG``, else the VO's
+``<prefix>/etc/glite-wms/<vo>/glite_wms.conf`` when it exists (``<prefix>``: ``$EMI_UI_CONF``, else
+``/``; the VO: ``--vo``, else the VOMS attribute of the user proxy).
 
 Two spellings are read (``docs/cli.md``):
 
@@ -17,7 +20,7 @@ Two spellings are read (``docs/cli.md``):
 
 * the gLite UI's ``glite_wms.conf`` ClassAd (``wmproxy-behaviour.md`` §11.2), top level or
   inside ``WmsClient = [...]``: ``WMProxyEndpoints``, ``VirtualOrganisation``,
-  ``MyProxyServer``, ``JdlDefaultAttributes = [...]``; parsed with classad2.
+  ``MyProxyServer``, ``OutputStorage``, ``JdlDefaultAttributes = [...]``; parsed with classad2.
 
 Endpoints are tried in the order written; on a connection or TLS failure the next one is
 used (the gLite UI picks one at random first: here the order is the site's choice).
@@ -28,11 +31,16 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from wmproxy.cli.errors import CliError, unreadable
 
 CONFIG_ENV = "WMPROXY_CLIENT_CONFIG"
+#: the gLite UI's variable naming its configuration file (``WMS_CLIENT_CONFIG`` in utils.cpp)
+GLITE_CONFIG_ENV = "GLITE_WMSUI_COMMANDS_CONFIG"
+#: the gLite UI's installation prefix of ``etc/glite-wms/<vo>/glite_wms.conf`` (``Utils::checkPrefix``)
+PREFIX_ENV = "EMI_UI_CONF"
 DEFAULT_MIN_PROXY_LIFETIME = 20 * 60  # the service's default [jobs] min_proxy_lifetime
 _INI_HEADER = re.compile(r"^\[[A-Za-z0-9_. -]+\]\s*$")
 
@@ -50,6 +58,9 @@ class ClientConfig:
         min_proxy_lifetime: seconds the user proxy must still be valid for submit and
             delegate-proxy.
         timeout: seconds for connecting and for each read.
+        output_storage: ``OutputStorage`` (gLite; INI ``output_storage``): where ``output`` and
+            ``perusal --get`` store a job's files without ``--dir`` (``<it>/<LOGNAME>_<id>``),
+            ``$NAME`` expanded; None: ``/tmp``.
         source: the file read, or None for the built-in defaults.
     """
 
@@ -59,6 +70,7 @@ class ClientConfig:
     jdl_defaults: dict[str, str] = field(default_factory=dict)
     min_proxy_lifetime: int = DEFAULT_MIN_PROXY_LIFETIME
     timeout: float = 120.0
+    output_storage: str | None = None
     source: str | None = None
 
 
@@ -77,14 +89,27 @@ def jdl_defaults(config: ClientConfig, *, myproxy: bool = True) -> dict[str, str
     return defaults
 
 
-def load(path: str | None, environ: dict[str, str] | None = None) -> ClientConfig:
-    """The configuration of ``path``, else of ``$WMPROXY_CLIENT_CONFIG``, else the defaults.
+def vo_config_path(vo: str, environ: Mapping[str, str]) -> str:
+    """``<prefix>/etc/glite-wms/<vo in lower case>/glite_wms.conf``: the VO's configuration file
+    of the gLite UI (``<prefix>``: ``$EMI_UI_CONF``, else ``/``)."""
+    return os.path.join(environ.get(PREFIX_ENV) or "/", "etc", "glite-wms", vo.lower(), "glite_wms.conf")
+
+
+def load(path: str | None, environ: Mapping[str, str] | None = None, *, vo: str | None = None,
+         proxy_vo: Callable[[], str | None] | None = None) -> ClientConfig:
+    """The configuration of ``path``, else of ``$WMPROXY_CLIENT_CONFIG``, else of
+    ``$GLITE_WMSUI_COMMANDS_CONFIG``, else of the VO's :func:`vo_config_path` when that file
+    exists (the VO: ``vo``, else what ``proxy_vo`` returns, asked only when the directory
+    ``<prefix>/etc/glite-wms`` exists), else the defaults.
 
     Raises:
-        CliError: ``Configuration`` when the file cannot be read or parsed, naming the file.
+        CliError: ``Configuration`` when the file cannot be read or parsed, naming the file (a
+            missing VO file is no error: as in gLite, the defaults apply).
     """
     env = os.environ if environ is None else environ
-    path = path or env.get(CONFIG_ENV)
+    path = path or env.get(CONFIG_ENV) or env.get(GLITE_CONFIG_ENV)
+    if not path:
+        path = _vo_file(env, vo, proxy_vo)
     if not path:
         return ClientConfig()
     try:
@@ -97,6 +122,34 @@ def load(path: str | None, environ: dict[str, str] | None = None) -> ClientConfi
     if _INI_HEADER.match(first):
         return _from_ini(text, path)
     return _from_classad(text, path)
+
+
+def _vo_file(environ: Mapping[str, str], vo: str | None, proxy_vo: Callable[[], str | None] | None) -> str | None:
+    """The VO's configuration file, if it exists (:func:`load`)."""
+    if not os.path.isdir(os.path.join(environ.get(PREFIX_ENV) or "/", "etc", "glite-wms")):
+        return None  # no file to find: the proxy is not read
+    name = vo or (proxy_vo() if proxy_vo is not None else None)
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    path = vo_config_path(name, environ)
+    return path if os.path.isfile(path) else None
+
+
+def output_storage(config: ClientConfig) -> str:
+    """The directory of ``OutputStorage`` (``$NAME`` expanded, as gLite's
+    ``Utils::getOutputStorage``), else ``/tmp``.
+
+    Raises:
+        CliError: ``Configuration`` when it is not a directory, naming it and the file.
+    """
+    if not config.output_storage:
+        return "/tmp"  # noqa: S108 - gLite's default
+    storage = os.path.expandvars(config.output_storage)
+    storage = storage.rstrip("/") or "/"
+    if not os.path.isdir(storage):
+        raise CliError("Configuration", f"the OutputStorage {storage} of {config.source} is not a directory: make "
+                                        "it, or correct the configuration file")
+    return storage
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -127,7 +180,7 @@ def _from_ini(text: str, path: str) -> ClientConfig:
     except configparser.Error as exc:
         raise CliError("Configuration", f"{path}: {' '.join(str(exc).split())}") from None
     client = parser["client"] if parser.has_section("client") else {}
-    known = {"endpoints", "vo", "myproxy_server", "min_proxy_lifetime", "timeout"}
+    known = {"endpoints", "vo", "myproxy_server", "min_proxy_lifetime", "timeout", "output_storage"}
     unknown = sorted(set(client) - known)
     if unknown:
         raise CliError("Configuration", f"{path}: unknown key(s) in [client]: {', '.join(unknown)}")
@@ -140,6 +193,7 @@ def _from_ini(text: str, path: str) -> ClientConfig:
         min_proxy_lifetime=int(_number(client.get("min_proxy_lifetime", str(DEFAULT_MIN_PROXY_LIFETIME)),
                                        "min_proxy_lifetime", path)),
         timeout=_number(client.get("timeout", "120"), "timeout", path) or 120.0,
+        output_storage=client.get("output_storage") or None,
         source=path,
     )
 
@@ -163,10 +217,12 @@ def _from_classad(text: str, path: str) -> ClientConfig:
         defaults = {key: str(defaults_ad.lookup(key)) for key in defaults_ad}
     vo = ad.get("VirtualOrganisation") or defaults.pop("VirtualOrganisation", "").strip('"') or None
     myproxy = ad.get("MyProxyServer") or defaults.pop("MyProxyServer", "").strip('"') or None
+    storage = ad.get("OutputStorage")
     return ClientConfig(
         endpoints=tuple(str(e) for e in endpoints),
         vo=str(vo) if vo else None,
         myproxy_server=str(myproxy) if myproxy else None,
         jdl_defaults=defaults,
+        output_storage=storage if isinstance(storage, str) and storage else None,
         source=path,
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import click
 
@@ -47,12 +48,16 @@ class RunOptions:
         logfile: ``--logfile FILE``: the run's log is appended there.
         debug: ``--debug``: log every call (on stderr, and in the log file).
         noint: ``--noint``: never ask; answers are "yes".
+        vo: ``--vo NAME`` (gLite UI): the VirtualOrganisation a submitted JDL without one gets
+            (before the configuration's ``vo``), and the VO of the default configuration file
+            (:func:`wmproxy.cli.clientconf.load`).
     """
 
     config_file: str | None = None
     logfile: str | None = None
     debug: bool = False
     noint: bool = False
+    vo: str | None = None
 
 
 def run_options() -> RunOptions:
@@ -95,7 +100,11 @@ class Environment:
         """Raises: CliError("Configuration") when no endpoint is given anywhere, an endpoint is
         not an ``https://`` URL, or the configuration file is unusable."""
         env = dict(os.environ) if environ is None else environ
-        config = clientconf.load(run_options().config_file, env)
+        options = run_options()
+        proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
+        config = clientconf.load(options.config_file, env, vo=options.vo, proxy_vo=lambda: proxy_vo(proxy))
+        if options.vo:
+            config = replace(config, vo=options.vo)
         first = endpoint or env.get(ENDPOINT_ENV)
         endpoints = (first,) if first else config.endpoints
         if not endpoints:
@@ -105,8 +114,24 @@ class Environment:
             )
         for url in endpoints:
             check_endpoint(url)
-        proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
         return cls(endpoints[0], proxy, env.get("X509_CERT_DIR") or DEFAULT_CA_DIR, tuple(endpoints), config)
+
+
+def proxy_vo(proxy_file: str) -> str | None:
+    """The VO of the user proxy's first VOMS attribute (not verified: it only chooses the VO's
+    configuration file, as gLite's ``Utils::getDefaultVo``), None without one or when the file
+    is not the user's own private proxy (:func:`make_client` says why later)."""
+    from cryptography import x509
+
+    from wmproxy.client.credential import read_own_proxy
+    from wmproxy.security.voms import voms_attributes
+
+    try:
+        chain = x509.load_pem_x509_certificates(read_own_proxy(proxy_file))
+        found = voms_attributes(chain)
+    except Exception:  # noqa: BLE001 - any unreadable proxy: no VO from it
+        return None
+    return found[0].vo if found and found[0].vo else None
 
 
 def check_endpoint(url: str) -> None:
@@ -180,41 +205,99 @@ def short_proxy(proxy_file: str, left: float, min_lifetime: int) -> str:
 FAILOVER_ERRORS = ("ConnectionError", "TLSError")
 
 
-def common_options(func: F) -> F:
+@overload
+def common_options(func: F, /) -> F: ...
+
+
+@overload
+def common_options(*, short_endpoint: bool = True) -> Callable[[F], F]: ...
+
+
+def common_options(func: F | None = None, /, *, short_endpoint: bool = True) -> F | Callable[[F], F]:
     """The options of every verb: ``-e/--endpoint URL``, ``--json``, ``-c/--config FILE``,
     ``--logfile FILE``, ``--debug``, ``--noint`` and ``--version`` (client and server version).
 
     The last five are taken off before the verb runs (:func:`run_options` gives them back);
-    a verb with its own ``noint`` parameter still receives it.
+    a verb with its own ``noint`` parameter still receives it. So are two more options of the
+    gLite UI commands, for the scripts written for them: ``--vo NAME`` (:class:`RunOptions`;
+    not with ``-c``, as in gLite) and ``--pretty-print`` (with ``--json``, the document is
+    printed indented, as gLite's; :func:`_pretty_printed`).
+
+    ``@common_options(short_endpoint=False)``: ``--endpoint`` has no ``-e``, which the verb
+    takes for something else (``status`` and ``logging-info``: ``-e`` is ``--exclude``, as in
+    glite-wms-job-status and glite-wms-job-logging-info).
     """
+    if func is None:
+        return functools.partial(_with_common_options, short_endpoint=short_endpoint)
+    return _with_common_options(func, short_endpoint=short_endpoint)
+
+
+def _with_common_options(func: F, *, short_endpoint: bool) -> F:
     takes_noint = "noint" in inspect.signature(func).parameters
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         options = RunOptions(kwargs.pop("config_file"), kwargs.pop("logfile"), kwargs.pop("debug"),
-                             kwargs["noint"] if takes_noint else kwargs.pop("noint"))
+                             kwargs["noint"] if takes_noint else kwargs.pop("noint"), kwargs.pop("vo"))
         show_version = kwargs.pop("show_version")
+        kwargs.pop("pretty_print")
+        if options.vo and options.config_file:
+            raise click.UsageError("--vo and -c/--config cannot be given together (the VO of a configuration "
+                                   "file is its own)")
         click.get_current_context().find_root().meta[_META] = options
         _setup_logging(options)
         if show_version:
             return _print_versions(kwargs.get("endpoint"), bool(kwargs.get("as_json")))
         return func(*args, **kwargs)
 
-    wrapper = _guarded(wrapper)
+    wrapper = _pretty_printed(_guarded(wrapper))
     for decorator in (
         click.option("--version", "show_version", is_flag=True,
                      help="Print the client and the service version (getVersion), then exit."),
+        click.option("--pretty-print", "pretty_print", is_flag=True,
+                     help="With --json: print the document indented."),
+        click.option("--vo", metavar="NAME",
+                     help="VirtualOrganisation of a submitted JDL without one, and of the default configuration "
+                          "/etc/glite-wms/NAME/glite_wms.conf."),
         click.option("--debug", is_flag=True, help="Log every call on stderr (and in --logfile)."),
         click.option("--logfile", metavar="FILE", help="Append a log of this run to FILE."),
         click.option("-c", "--config", "config_file", metavar="FILE",
                      help="Client configuration file (endpoints, VO, MyProxy server; see docs/cli.md)."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-        click.option("-e", "--endpoint", metavar="URL", help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."),
+        click.option(*(("-e",) if short_endpoint else ()), "--endpoint", metavar="URL",
+                     help=f"WMProxy endpoint (default ${ENDPOINT_ENV})."),
     ):
         wrapper = decorator(wrapper)
     if not takes_noint:
         wrapper = click.option("--noint", is_flag=True, help="Never ask for confirmation.")(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+def _pretty_printed(func: F) -> F:
+    """With ``--pretty-print --json``, what the verb prints on stdout (its document, or its error
+    document) is printed again indented by two spaces when it is one JSON document, as is
+    otherwise."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not (kwargs.get("pretty_print") and kwargs.get("as_json")):
+            return func(*args, **kwargs)
+        buffer = io.StringIO()
+        try:
+            with redirect_stdout(buffer):
+                return func(*args, **kwargs)
+        finally:
+            click.echo(_indented(buffer.getvalue()), nl=False)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _indented(text: str) -> str:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(document, indent=2) + "\n"
 
 
 def _setup_logging(options: RunOptions) -> None:

@@ -1,13 +1,16 @@
 """What ``status`` and ``logging-info`` share: ``--from/--to`` times, ``--user-tag``, the job
-ids of a batch, running a batch past its failures, and the jobs-1 extension client."""
+states of ``--status/--exclude`` (:class:`JobFilter`), the job ids of a batch, running a batch
+past its failures, and the jobs-1 extension client."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,15 +18,16 @@ from wmproxy.cli import common, jobids
 from wmproxy.cli.errors import unreadable
 from wmproxy.cli.render import JobError, error_line
 from wmproxy.client import WMProxyClient, WMProxyClientError
-from wmproxy.domain import JobSummary
+from wmproxy.domain import JobState, JobSummary
 
 if TYPE_CHECKING:  # zeep is imported only by the verbs that call the jobs-1 port
     from wmproxy.client.jobs_ext import JobsClient
 
 T = TypeVar("T")
 
-#: glite-wms-job-status/logging-info ``--from/--to`` format: ``MM:DD:hh:mm[:YYYY]``.
-_GLITE_TIME = re.compile(r"^(\d{1,2}):(\d{1,2}):(\d{1,2}):(\d{1,2})(?::(\d{4}))?$")
+#: glite-wms-job-status/logging-info ``--from/--to`` forms (wmsui_checks.checkFromTo): ``hh:mm``
+#: (today), ``MM:DD:hh:mm`` (this year), ``MM:DD:hh:mm:YYYY`` (or ``YY``).
+_GLITE_TIME = re.compile(r"^\d{1,2}:\d{1,2}(?::\d{1,2}:\d{1,2}(?::(?:\d{2}|\d{4}))?)?$")
 
 
 #: The time of day of an ISO 8601 value, to tell how precise it is (:func:`parse_time`).
@@ -33,8 +37,11 @@ _ISO_TIME = re.compile(r"[T ]\d{2}(?P<minute>:?\d{2})?(?P<second>:?\d{2})?(?P<fr
 def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -> dt.datetime | None:
     """A ``--from``/``--to`` value as an aware UTC time, None when not given.
 
-    Accepts ISO 8601 (``2026-12-02T13:00:00Z``, ``2026-12-02 13:00``; no zone = UTC) and the
-    gLite ``MM:DD:hh:mm[:YYYY]`` (UTC; the year defaults to the current one).
+    Accepts ISO 8601 (``2026-12-02T13:00:00Z``, ``2026-12-02 13:00``; no zone = UTC, as the
+    times printed) and the gLite forms ``hh:mm`` (today), ``MM:DD:hh:mm`` and
+    ``MM:DD:hh:mm:YYYY``, in local time as gLite reads them (``time.mktime`` in
+    wmsui_checks.checkFromTo) and as ``submit --to`` does; the date and year default to the
+    current local ones, a two-digit year is read as ``strptime("%y")`` does.
 
     A ``--to`` bound ("at or before TIME") covers the whole of the last unit it gives: the
     times printed (to the second) are stored with microseconds, so ``--to 2026-12-02T13:05:09Z``
@@ -47,27 +54,43 @@ def parse_time(value: str | None, option: str, now: dt.datetime | None = None) -
     if value is None:
         return None
     text = value.strip()
-    match = _GLITE_TIME.match(text)
     unit = dt.timedelta(minutes=1)
     try:
-        if match:
-            month, day, hour, minute = (int(g) for g in match.groups()[:4])
-            year = int(match.group(5)) if match.group(5) else (now or dt.datetime.now(dt.UTC)).year
-            parsed: dt.datetime | None = dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC)
+        if _GLITE_TIME.match(text):
+            parsed: dt.datetime | None = _glite_time(text, now or dt.datetime.now(dt.UTC))
         else:
             parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
             unit = _iso_unit(text)
     except ValueError:
         parsed = None
     if parsed is None:
-        raise click.BadParameter(f"{value!r} is not a time: use YYYY-MM-DDThh:mm[:ss][Z] or MM:DD:hh:mm[:YYYY] (UTC)",
-                                 param_hint=option)
+        raise click.BadParameter(f"{value!r} is not a time: use YYYY-MM-DDThh:mm[:ss][Z] (no zone: UTC) or "
+                                 "[MM:DD:]hh:mm[:YYYY] (local time)", param_hint=option)
     if option == "--to":
         try:
             parsed += unit - dt.timedelta(microseconds=1)
         except OverflowError:  # the end of year 9999
             parsed = dt.datetime.max.replace(tzinfo=parsed.tzinfo)
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def _glite_time(text: str, now: dt.datetime) -> dt.datetime:
+    """A gLite ``[MM:DD:]hh:mm[:YYYY]`` local time, the missing fields taken from ``now``'s
+    local date (``now`` is aware).
+
+    Raises:
+        ValueError: a field out of range.
+    """
+    fields = text.split(":")
+    today = now.astimezone()
+    month, day, year = today.month, today.day, today.year
+    if len(fields) >= 4:
+        month, day = int(fields[0]), int(fields[1])
+        fields = fields[2:]
+    if len(fields) == 3:
+        year = int(fields[2]) if len(fields[2]) == 4 else time.strptime(fields[2], "%y").tm_year
+    # naive, then the local zone's offset on that date (as mktime: daylight saving included)
+    return dt.datetime(year, month, day, int(fields[0]), int(fields[1])).astimezone()
 
 
 def _iso_unit(text: str) -> dt.timedelta:
@@ -95,6 +118,86 @@ def parse_user_tags(values: Sequence[str]) -> dict[str, str]:
             raise click.BadParameter(f"{value!r}: expected <tag name>=<tag value>", param_hint="--user-tag")
         tags[name.strip()] = tag.strip()
     return tags
+
+
+#: The L&B job states, each at the index of its code (``JobStatus::Code``: 0 Undefined ... 11 Purged),
+#: as ``glite-wms-job-status --status/--exclude`` take them: a name (any case) or a code.
+LB_STATES = ("Undefined", "Submitted", "Waiting", "Ready", "Scheduled", "Running", "Done", "Cleared", "Aborted",
+             "Cancelled", "Unknown", "Purged")
+
+#: The states a job of this service can be in (the others of :data:`LB_STATES` match none).
+SERVICE_STATES = frozenset(s.value for s in JobState)
+
+
+def parse_states(values: Sequence[str], option: str) -> tuple[str, ...]:
+    """``--status``/``--exclude`` values as L&B state names, each once: a name in any case
+    (``DONE``, ``done``) or its L&B code (``6``), as gLite's ``checkExclude``.
+
+    Raises:
+        click.BadParameter: neither a state name nor a code from 0 to 11.
+    """
+    known = {name.lower(): name for name in LB_STATES}
+    states: list[str] = []
+    for value in values:
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            code = int(text)
+            if not 0 <= code < len(LB_STATES):
+                raise click.BadParameter(f"{value!r}: a state code is 0 to {len(LB_STATES) - 1}", param_hint=option)
+            name = LB_STATES[code]
+        elif text.lower() in known:
+            name = known[text.lower()]
+        else:
+            codes = ", ".join(f"{n} {name}" for n, name in enumerate(LB_STATES))
+            raise click.BadParameter(f"{value!r} is not a job state; the states (name or code): {codes}",
+                                     param_hint=option)
+        if name not in states:
+            states.append(name)
+    return tuple(states)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What ``status --status/--exclude/--from/--to/--user-tag`` keep: the jobs in one of
+    ``states`` (any when empty), in none of ``excluded``, registered within ``since``..``until``
+    (inclusive), whose JDL ``UserTags`` hold every one of ``user_tags``."""
+
+    states: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    user_tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, states: Sequence[str], excluded: Sequence[str], since: str | None, until: str | None,
+              user_tags: Sequence[str]) -> JobFilter:
+        """The filter of the options' values.
+
+        Raises:
+            click.BadParameter: a value that is not a state, a time or ``name=value``.
+        """
+        return cls(parse_states(states, "--status"), parse_states(excluded, "--exclude"),
+                   parse_time(since, "--from"), parse_time(until, "--to"), parse_user_tags(user_tags))
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.excluded or self.since or self.until or self.user_tags)
+
+    def matches(self, job: JobSummary) -> bool:
+        """Does ``job`` (its jobs-1 summary) pass the filter?"""
+        return ((not self.states or job.state in self.states) and job.state not in self.excluded
+                and (self.since is None or job.submitted >= self.since)
+                and (self.until is None or job.submitted <= self.until)
+                and self.user_tags.items() <= job.user_tags.items())
+
+    def listing(self) -> dict[str, Any] | None:
+        """The listJobs filter (:meth:`wmproxy.client.jobs_ext.JobsClient.list_all_jobs`) of the
+        same jobs, None when none can match (``--status`` names only states no job of this
+        service is in: Undefined, Unknown, Purged); those states are left out of what is sent."""
+        states = tuple(s for s in self.states if s in SERVICE_STATES)
+        if self.states and not states:
+            return None
+        return {"states": states, "exclude_states": tuple(s for s in self.excluded if s in SERVICE_STATES),
+                "since": self.since, "until": self.until, "user_tags": dict(self.user_tags)}
 
 
 def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:

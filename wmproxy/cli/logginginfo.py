@@ -16,15 +16,18 @@ from wmproxy.cli.results import result_file_option
               help="0: event and time; 1: + source and reason; 2: + job state; 3: + job id and event kind.")
 @click.option("--event", "events", metavar="EVENT", multiple=True,
               help="Only these events (L&B name such as Match, or kind such as matched).")
-@click.option("--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
-@click.option("--from", "since", metavar="TIME", help="Only events at or after TIME (UTC).")
-@click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (UTC).")
-@common.common_options
+@click.option("-e", "--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
+@click.option("--from", "since", metavar="TIME",
+              help="Only events at or after TIME ([MM:DD:]hh:mm[:YYYY] local time, or ISO 8601: no zone = UTC).")
+@click.option("--to", "until", metavar="TIME", help="Only events at or before TIME (as --from).")
+@click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
+              help="Only the jobs whose JDL UserTags hold NAME=VALUE.")
+@common.common_options(short_endpoint=False)
 @render.reports_errors_json
 @result_file_option
 def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, events: tuple[str, ...],
-                 excluded: tuple[str, ...], since: str | None, until: str | None, endpoint: str | None,
-                 as_json: bool) -> None:
+                 excluded: tuple[str, ...], since: str | None, until: str | None, user_tags: tuple[str, ...],
+                 endpoint: str | None, as_json: bool) -> None:
     """Print the events of jobs: what happened, when (UTC), who reported it and why.
 
     A batch (several ids, -i FILE) goes on past a job that fails; each failure is reported
@@ -32,6 +35,7 @@ def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: in
     """
     after = history_opts.parse_time(since, "--from")
     before = history_opts.parse_time(until, "--to")
+    tags = history_opts.parse_user_tags(user_tags)
     ids = history_opts.batch_ids(job_ids, input_file)
     kinds = render_history.kinds_for(events)
     if excluded:
@@ -42,5 +46,7 @@ def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: in
     client = history_opts.jobs_client(common.make_client(common.Environment.load(endpoint)))
     found, failed = history_opts.run_batch(
         ids, lambda j: client.get_job_events(j, since=after, until=before, kinds=kinds))
+    if tags:  # the jobs whose UserTags do not hold them are left out, as status --user-tag does
+        found = [h for h in found if tags.items() <= h.job.user_tags.items()]
     history_opts.finish_batch(as_json, failed, lambda: render_history.logging_info_json(found, failed),
                               lambda: render_history.logging_info_text(found, verbosity) if found else "")

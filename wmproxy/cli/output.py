@@ -13,13 +13,15 @@ listed (getOutputFileList fails), is not purged and counts as failed.
 Two files of one listing with the same name (the second would replace the first) and a file that
 already exists in the directory (unless ``--overwrite``) are not fetched and count as failed too.
 
-The default directory ``/tmp/<user>_<id>`` is made mode 0700, and one that exists already is used
-only when it is the user's own real directory that nobody else may write (:func:`own_default_dir`);
-files stored under ``/tmp`` (that directory, or ``/tmp`` itself with ``--nosubdir``) are made
-readable by their owner only, whatever the umask (:func:`private_files`). In a directory the user
-names with ``--dir`` the umask decides the files' mode. Either is opened once, before the first
+Each job's files go to ``<dir>/<LOGNAME>_<id>`` (``--dir``, else ``/tmp``), as gLite stores them,
+or with ``--nosubdir`` to ``<dir>`` itself. The default directory ``/tmp/<LOGNAME>_<id>`` is made
+mode 0700, and one that exists already is used only when it is the user's own real directory that
+nobody else may write (:func:`own_default_dir`); files stored under ``/tmp`` (that directory, or
+``/tmp`` itself with ``--nosubdir``) are made readable by their owner only, whatever the umask
+(:func:`private_files`). In a directory the user names with ``--dir`` the umask decides the
+files' mode. Either is opened once, before the first
 file is fetched, and written through that descriptor only (:class:`~wmproxy.client.transfer.Directory`:
-``<user>_<id>``, node directories, files): a path component swapped for a link meanwhile does not
+``<LOGNAME>_<id>``, node directories, files): a path component swapped for a link meanwhile does not
 redirect the files; ``--dir`` naming a link is refused.
 With ``-i`` a job whose output was already retrieved (Cleared) is skipped with a
 note, so ``submit -o jobs.txt`` a few times, then ``output -i jobs.txt`` works each time.
@@ -29,7 +31,6 @@ missing.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
@@ -42,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.clientconf import output_storage
 from wmproxy.cli.compound import node_names
 from wmproxy.cli.sandbox import _parse
 from wmproxy.client import OutputFile, WMProxyClient, WMProxyClientError
@@ -51,19 +53,25 @@ from wmproxy.client.transfer import Directory, download_file, local_path
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def default_dir(job_id: str) -> str:
-    """gLite default: ``/tmp/<user>_<unique part of the job id>``."""
-    return os.path.join("/tmp", job_subdir(job_id))  # noqa: S108 - gLite's documented default
+def default_dir(job_id: str, nobody: str = "jobOutput", storage: str = "/tmp") -> str:  # noqa: S108 - gLite's
+    """gLite default: ``<storage>/<LOGNAME>_<unique part of the job id>`` (:func:`job_subdir`);
+    ``storage`` is the configuration's ``OutputStorage``, else ``/tmp``
+    (:func:`wmproxy.cli.clientconf.output_storage`)."""
+    return os.path.join(storage, job_subdir(job_id, nobody))
 
 
-def job_subdir(job_id: str) -> str:
-    """``<user>_<unique part of the job id>``: a job's directory under ``--dir``."""
+def job_subdir(job_id: str, nobody: str = "jobOutput") -> str:
+    """``<LOGNAME>_<unique part of the job id>``: a job's directory under ``--dir`` (or the
+    default directory), as glite-wms-job-output names it (joboutput.cpp: ``$LOGNAME``, or
+    ``nobody`` when it is not set: ``jobOutput``, ``jobPerusal`` for glite-wms-job-perusal;
+    the unique part is what follows ``https://host:port/``)."""
     unique = job_id.rstrip("/").rsplit("/", 1)[-1]
-    return f"{getpass.getuser()}_{unique}"
+    logname = os.environ.get("LOGNAME")
+    return f"{nobody if logname is None else logname}_{unique}"
 
 
 def own_default_dir(path: str) -> Directory:
-    """Make the default output directory ``path`` (``/tmp/<user>_<id>``) mode 0700, or accept the
+    """Make the default output directory ``path`` (``/tmp/<LOGNAME>_<id>``) mode 0700, or accept the
     one that exists only when it is a directory (not a link) of the user's (effective) uid that
     the group and others cannot write. Anyone can create that name in ``/tmp`` first: a directory
     of another user's would let them replace the files once downloaded (the job purged, the
@@ -136,8 +144,9 @@ class _AlreadyRetrievedError(Exception):
 @click.argument("job_ids", metavar="JOBID...", nargs=-1)
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read job ids from a submit -o file.")
 @click.option("--dir", "directory", metavar="DIR",
-              help="Store the files in DIR (several jobs: DIR/<user>_<id>; default /tmp/<user>_<id>).")
-@click.option("--nosubdir", is_flag=True, help="Store every job's files directly in --dir, no <user>_<id>.")
+              help="Store each job's files in DIR/<LOGNAME>_<id> (default /tmp/<LOGNAME>_<id>).")
+@click.option("--nosubdir", is_flag=True, help="Store every job's files directly in --dir (or /tmp), no "
+              "<LOGNAME>_<id>.")
 @click.option("--list-only", is_flag=True, help="List the output files (URI, size) without retrieving them.")
 @click.option("--proto", default="https", show_default=True, type=click.Choice(["https"]),
               help="Transfer protocol (this service offers https only).")
@@ -154,14 +163,16 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
     from wmproxy.cli.status import _job_ids
 
     ids = _job_ids(job_ids, input_file)
-    client = common.make_client(common.Environment.load(endpoint))
+    env = common.Environment.load(endpoint)
+    storage = output_storage(env.config) if directory is None and not list_only else "/tmp"  # noqa: S108
+    client = common.make_client(env)
     results: list[dict[str, Any]] = []
     failures: list[render.JobError] = []
-    # --dir: opened once, on first use, for every job (and its <user>_<id>, its nodes)
+    # --dir: opened once, on first use, for every job (and its <LOGNAME>_<id>, its nodes)
     with ExitStack() as held:
         chosen = held.enter_context(Directory(os.path.abspath(directory))) if directory is not None else None
         for job_id in ids:
-            _one_job(client, job_id, chosen, results, failures, several=len(ids) > 1, nosubdir=nosubdir,
+            _one_job(client, job_id, chosen, storage, results, failures, several=len(ids) > 1, nosubdir=nosubdir,
                      list_only=list_only, proto=proto, nopurge=nopurge, as_json=as_json,
                      from_file=input_file is not None, overwrite=overwrite)
     if as_json:
@@ -175,7 +186,7 @@ def output(job_ids: tuple[str, ...], input_file: str | None, directory: str | No
         raise SystemExit(1)
 
 
-def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, results: list[dict[str, Any]],
+def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, storage: str, results: list[dict[str, Any]],
              failures: list[render.JobError], *, several: bool, nosubdir: bool, list_only: bool, proto: str,
              nopurge: bool, as_json: bool, from_file: bool, overwrite: bool) -> None:
     """Retrieve (or list) one job of :func:`output`, its result appended to ``results`` (and
@@ -186,7 +197,7 @@ def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, resul
             results.append(_list(client, job_id, proto, as_json))
             return
         with ExitStack() as held, private_files(chosen is None):
-            folder = _job_folder(job_id, chosen, several, nosubdir)
+            folder = _job_folder(job_id, chosen, nosubdir, storage)
             if folder is not chosen:
                 held.enter_context(folder)
             results.append(_retrieve(client, job_id, folder, nopurge=nopurge, progress=not as_json,
@@ -205,14 +216,15 @@ def _one_job(client: WMProxyClient, job_id: str, chosen: Directory | None, resul
             common.echo(f"Error - {job_id}: {exc.fault_type}: {exc.description}", err=True)
 
 
-def _job_folder(job_id: str, chosen: Directory | None, several: bool, nosubdir: bool) -> Directory:
-    """Where a job's files go, written through one descriptor: ``--dir D`` (``chosen``) for one
-    job (or with ``--nosubdir``), ``D/<user>_<id>`` (made through D's descriptor) for each of
-    several jobs, the default ``/tmp/<user>_<id>`` once checked (:func:`own_default_dir`)
-    without ``--dir`` (``/tmp`` itself with ``--nosubdir``)."""
+def _job_folder(job_id: str, chosen: Directory | None, nosubdir: bool, storage: str) -> Directory:
+    """Where a job's files go, written through one descriptor, as glite-wms-job-output puts
+    them whatever the number of jobs: ``D/<LOGNAME>_<id>`` (made through the descriptor of
+    ``--dir D``, ``chosen``), ``D`` itself with ``--nosubdir``; without ``--dir`` the default
+    ``<storage>/<LOGNAME>_<id>`` (``OutputStorage``, else ``/tmp``) once checked
+    (:func:`own_default_dir`), ``storage`` itself with ``--nosubdir``."""
     if chosen is None:
-        return Directory("/tmp") if nosubdir else own_default_dir(default_dir(job_id))  # noqa: S108 - gLite's
-    return chosen if nosubdir or not several else chosen.child(job_subdir(job_id))
+        return Directory(storage) if nosubdir else own_default_dir(default_dir(job_id, storage=storage))
+    return chosen if nosubdir else chosen.child(job_subdir(job_id))
 
 
 def _not_retrieved(job_id: str, result: dict[str, Any]) -> render.JobError:

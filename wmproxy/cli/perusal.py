@@ -22,8 +22,10 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from wmproxy.cli import common, render
+from wmproxy.cli.clientconf import output_storage
 from wmproxy.cli.errors import unreadable
 from wmproxy.cli.output import default_dir, own_default_dir, private_files
+from wmproxy.cli.results import append_text
 from wmproxy.client import WMProxyClient, WMProxyClientError
 from wmproxy.client.transfer import Directory, Progress, TransferLimitError, download_file
 
@@ -57,6 +59,10 @@ def _file_names(files: tuple[str, ...], names_file: str | None) -> list[str]:
 @click.option("--max-size", type=click.IntRange(min=0), default=MAX_SIZE, show_default=True, metavar="BYTES",
               help="With --get: the most bytes to store, all chunks together (0: no bound).")
 @click.option("-i", "--input", "input_file", metavar="FILE", help="Read the job id from a submit -o file.")
+@click.option("-o", "--output", "output_file", metavar="FILE",
+              help="Append the files perused (--set) or the chunks stored (--get) to FILE.")
+@click.option("--proto", default="https", show_default=True, type=click.Choice(["https"]),
+              help="Transfer protocol of --get (this service offers https only).")
 @common.common_options
 @common.reports_errors
 def perusal(
@@ -69,10 +75,17 @@ def perusal(
     nodisplay: bool,
     max_size: int,
     input_file: str | None,
+    output_file: str | None,
+    proto: str,
     endpoint: str | None,
     as_json: bool,
 ) -> None:
-    """Peek at the output files of a running job."""
+    """Peek at the output files of a running job.
+
+    -o FILE appends, as glite-wms-job-perusal saves them, a header line and the names of the
+    files perused (--set) or the paths of the chunks stored (--get) to FILE; --unset saves
+    nothing.
+    """
     if mode is None:
         raise click.UsageError("give one of --set, --get, --unset")
     names = _file_names(files, names_file)
@@ -87,6 +100,8 @@ def perusal(
     client = common.make_client(env)
     if mode in ("set", "unset"):
         client.enable_file_perusal(job, names if mode == "set" else [])
+        if mode == "set" and output_file:
+            _save_list(output_file, f"###File perusal enabled for the job {job}###", names)
         if as_json:
             click.echo(json.dumps({"result": "success", "jobid": job, "perusal": mode, "files": names}))
         else:
@@ -96,8 +111,8 @@ def perusal(
             common.echo(f"\n{render.stripe('wmproxy perusal Success')}\n\n{body}\n{render.RULE}\n", nl=False)
         return
     name = names[0]
-    uris = client.get_perusal_files(job, name, all_chunks, "https")
-    target = os.path.abspath(directory or default_dir(job))
+    uris = client.get_perusal_files(job, name, all_chunks, proto)
+    target = os.path.abspath(directory or default_dir(job, "jobPerusal", output_storage(env.config)))
     if not uris:
         _report(job, name, target, [], None, as_json, nodisplay)
         return
@@ -105,6 +120,8 @@ def perusal(
     with own_default_dir(target) if directory is None else Directory(target) as folder:
         with private_files(directory is None), common.progress_bar(not as_json) as task:
             stored = _fetch(client, uris, folder, task, max_size, all_chunks)
+        if output_file and stored:
+            _save_list(output_file, f"###Perusal: file(s) retrieved for the job {job}###", [str(p) for p in stored])
         _report(job, name, target, stored, folder, as_json, nodisplay)
     for uri in twice:
         common.echo(render.error_line(
@@ -112,6 +129,17 @@ def perusal(
             "the first chunk of a name is: it would replace that one)", job), err=True)
     if twice:
         raise SystemExit(1)
+
+
+def _save_list(output_file: str, header: str, items: list[str]) -> None:
+    """Append ``header`` and ``items``, one a line, to ``output_file`` (``-o``) and say where on
+    stderr (glite-wms-job-perusal ``--output``: ``Utils::saveListToFile``).
+
+    Raises:
+        CliError: ``Output`` when the file cannot be written.
+    """
+    append_text("".join(f"{line}\n" for line in [header, *items]), output_file)
+    common.echo(f"The list has been saved in the file {os.path.abspath(output_file)}", err=True)
 
 
 def _chunk_name(uri: str) -> str:

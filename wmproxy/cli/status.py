@@ -4,6 +4,7 @@ details of ``-v`` and for ``--all``) the jobs-1 extension port (getJobEvents, li
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import click
 
@@ -20,61 +21,85 @@ from wmproxy.domain import JobState, JobSummary
 @click.option("-v", "--verbosity", type=click.IntRange(0, 3), default=1, show_default=True,
               help="0: state only; 1: + reason, exit code, destination, submitted; 2: + times, owner, tags; 3: + JDL.")
 @click.option("--all", "all_jobs", is_flag=True, help="List all your jobs (and those shared with you).")
-@click.option("-s", "--status", "states", metavar="STATE", multiple=True, help="With --all: only jobs in STATE.")
-@click.option("--exclude", "excluded", metavar="STATE", multiple=True, help="With --all: leave out jobs in STATE.")
-@click.option("--from", "since", metavar="TIME", help="With --all: registered at or after TIME (UTC).")
-@click.option("--to", "until", metavar="TIME", help="With --all: registered at or before TIME (UTC).")
+@click.option("-s", "--status", "states", metavar="STATE", multiple=True,
+              help="Only jobs in STATE (L&B name in any case, or its code: 6 = Done).")
+@click.option("-e", "--exclude", "excluded", metavar="STATE", multiple=True, help="Leave out jobs in STATE.")
+@click.option("--from", "since", metavar="TIME",
+              help="Only jobs registered at or after TIME ([MM:DD:]hh:mm[:YYYY] local time, or ISO 8601: no "
+                   "zone = UTC).")
+@click.option("--to", "until", metavar="TIME", help="Only jobs registered at or before TIME (as --from).")
 @click.option("--user-tag", "user_tags", metavar="NAME=VALUE", multiple=True,
-              help="With --all: only jobs whose JDL UserTags hold NAME=VALUE.")
-@common.common_options
+              help="Only jobs whose JDL UserTags hold NAME=VALUE.")
+@click.option("--nonodes", is_flag=True, help="Leave out the nodes of a DAG/collection.")
+@common.common_options(short_endpoint=False)
 @render.reports_errors_json
 @result_file_option
 def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all_jobs: bool,
            states: tuple[str, ...], excluded: tuple[str, ...], since: str | None, until: str | None,
-           user_tags: tuple[str, ...], endpoint: str | None, as_json: bool) -> None:
-    """Print the status of jobs (and of their nodes), or with --all list your jobs.
+           user_tags: tuple[str, ...], nonodes: bool, endpoint: str | None, as_json: bool) -> None:
+    """Print the status of jobs (and of their nodes, unless --nonodes), or with --all list your jobs.
+
+    --status, --exclude, --from, --to and --user-tag keep the jobs given (JOBID, -i FILE)
+    that pass them, or without any job given list all your jobs that pass them, as
+    glite-wms-job-status.
 
     A batch (several ids, -i FILE) goes on past a job that fails; each failure is reported
     and the exit status is 1 at the end.
     """
-    filters = bool(states or excluded or since or until or user_tags)
+    filters = history_opts.JobFilter.parse(states, excluded, since, until, user_tags)
     if all_jobs and (job_ids or input_file):
         raise click.UsageError("--all lists every job: give no JOBID nor -i")
-    if filters and not all_jobs:
-        raise click.UsageError("--status/--exclude/--from/--to/--user-tag filter --all")
-    if all_jobs:
-        _list(endpoint, as_json, states, excluded, since, until, user_tags)
+    if all_jobs or (filters and not job_ids and not input_file):
+        _list(endpoint, as_json, filters)
         return
     ids = history_opts.batch_ids(job_ids, input_file)
     client = common.make_client(common.Environment.load(endpoint))
     extension = _Extension(lambda job_id: history_opts.job_summary(client, job_id))
-    views, failed = history_opts.run_batch(ids, lambda j: _view(client, extension, j, verbosity))
+    found, failed = history_opts.run_batch(ids, lambda j: _view(client, extension, j, verbosity, filters, nonodes))
+    views = [view for view in found if view is not None]
     history_opts.finish_batch(as_json, failed, lambda: render.status_json(views, failed, verbosity),
                               lambda: render.status_text(views, verbosity) if views else "")
 
 
 class _Extension:
-    """The jobs-1 summary of a job (not asked for ``-v 0``), switched off after the service
-    answers that it has no such port."""
+    """The jobs-1 summary of a job (not asked for ``-v 0`` without a filter), read once,
+    switched off after the service answers that it has no such port."""
 
     def __init__(self, read: Callable[[str], JobSummary]) -> None:
         self.read = read
         self.absent = False
+        self.read_before: dict[str, JobSummary] = {}
 
     def summary(self, job_id: str) -> JobSummary | None:
         if self.absent:
             return None
-        try:
-            return self.read(job_id)
-        except WMProxyClientError as exc:
-            if history_opts.lacks_extension(exc):
-                self.absent = True
-                return None
-            raise
+        if job_id not in self.read_before:
+            try:
+                self.read_before[job_id] = self.read(job_id)
+            except WMProxyClientError as exc:
+                if history_opts.lacks_extension(exc):
+                    self.absent = True
+                    return None
+                raise
+        return self.read_before[job_id]
 
 
-def _view(client: WMProxyClient, extension: _Extension, job_id: str, verbosity: int) -> StatusView:
+def _view(client: WMProxyClient, extension: _Extension, job_id: str, verbosity: int,
+          filters: history_opts.JobFilter, nonodes: bool = False) -> StatusView | None:
+    """The job's status (without its nodes when ``nonodes``), None when it does not pass
+    ``filters`` (as gLite, which only logged "no matching information for job id")."""
+    if filters:
+        summary = extension.summary(job_id)
+        if summary is None:
+            raise WMProxyClientError(
+                "OperationNotSupported", "this service has no jobs-1 extension (a gLite WMProxy): "
+                "--status/--exclude/--from/--to/--user-tag cannot be applied", None, "getJobEvents")
+        if not filters.matches(summary):
+            common.log.info("%s does not pass the filters (state %s)", job_id, summary.state)
+            return None
     status = client.get_job_status(job_id)
+    if nonodes:
+        status = replace(status, children=())
     if verbosity < 1:
         return StatusView(status)
     summary = extension.summary(job_id)
@@ -97,14 +122,10 @@ def _registered_jdl(client: WMProxyClient, status: JobStatus) -> str | None:
         raise
 
 
-def _list(endpoint: str | None, as_json: bool, states: tuple[str, ...], excluded: tuple[str, ...],
-          since: str | None, until: str | None, user_tags: tuple[str, ...]) -> None:
-    after = history_opts.parse_time(since, "--from")
-    before = history_opts.parse_time(until, "--to")
-    tags = history_opts.parse_user_tags(user_tags)
+def _list(endpoint: str | None, as_json: bool, filters: history_opts.JobFilter) -> None:
     client = common.make_client(common.Environment.load(endpoint))
-    jobs = history_opts.jobs_client(client).list_all_jobs(
-        states=states, exclude_states=excluded, since=after, until=before, user_tags=tags)
+    listing = filters.listing()
+    jobs = [] if listing is None else history_opts.jobs_client(client).list_all_jobs(**listing)
     if as_json:
         click.echo(render_history.job_list_json(jobs))
     else:

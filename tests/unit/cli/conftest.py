@@ -3,6 +3,10 @@ real TLS server (:mod:`.https_server`)."""
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +166,26 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@contextmanager
+def local_time_zone(name: str) -> Iterator[None]:
+    """The process's local time zone (``$TZ``, POSIX form) is ``name`` while it lasts."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+@pytest.fixture
+def utc_local_time() -> Iterator[None]:
+    """Local time is UTC for the test: the gLite ``[MM:DD:]hh:mm`` times are read as local time."""
+    with local_time_zone("UTC0"):
+        yield

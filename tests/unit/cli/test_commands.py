@@ -274,7 +274,7 @@ class TestOutput:
             return Path(directory) / uri.rsplit("/", 1)[-1]
 
         monkeypatch.setattr(output, "download_file", fake_download)
-        result = runner.invoke(cli, ["output", JOB, "--dir", str(tmp_path / "out")])
+        result = runner.invoke(cli, ["output", "--nosubdir", JOB, "--dir", str(tmp_path / "out")])
         assert result.exit_code == 0, result.output
         assert got == [("https://w/o/out.txt", str(tmp_path / "out")), ("https://w/o/err.txt", str(tmp_path / "out"))]
         assert fake.names() == ["get_output_file_list", "get_jdl", "job_purge"]
@@ -320,14 +320,14 @@ class TestMain:
     def test_missing_ca_dir(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
         monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "proxy"))
         monkeypatch.setenv("X509_CERT_DIR", str(tmp_path / "no-ca"))
-        result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
+        result = runner.invoke(cli, ["status", "--endpoint", ENDPOINT, JOB])
         assert result.exit_code == 1
         assert result.stderr.startswith("Error - Configuration: CA directory not found")
 
     def test_missing_proxy_file(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
         monkeypatch.setenv("X509_USER_PROXY", str(tmp_path / "absent"))
         monkeypatch.setenv("X509_CERT_DIR", str(tmp_path))
-        result = runner.invoke(cli, ["status", "-e", ENDPOINT, JOB])
+        result = runner.invoke(cli, ["status", "--endpoint", ENDPOINT, JOB])
         assert result.exit_code == 1
         assert result.stderr.startswith("Error - ProxyError: no proxy file ")
 

@@ -556,7 +556,7 @@ class TestCompoundOutput:
 
         monkeypatch.setattr(fake, "get_output_file_list", list_files)
         monkeypatch.setattr(output, "download_file", fake_download)
-        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 0, result.output
         # DAG nodes are numbered in alphabetical order: alpha = 0, zeta = 1
         assert got == [(f"https://w/{b[-4:]}/out.txt", str(tmp_path / "zeta")),

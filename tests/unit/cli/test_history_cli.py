@@ -65,6 +65,7 @@ class TestLoggingInfoText:
         runner.invoke(cli, ["logging-info", "--exclude", "RegJob", JOB])
         assert "registered" not in jobs.calls[-1][1][3] and "done" in jobs.calls[-1][1][3]
 
+    @pytest.mark.usefixtures("utc_local_time")  # the gLite forms are local time
     def test_times_are_passed_as_utc(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
         result = runner.invoke(cli, ["logging-info", "--from", "2026-11-05T06:00:00+01:00", "--to", "11:06:10:30:2026",
                                      JOB])
@@ -75,12 +76,14 @@ class TestLoggingInfoText:
 
 
 class TestParseTime:
+    @pytest.mark.usefixtures("utc_local_time")  # the gLite forms are local time
     def test_forms(self) -> None:
         now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
         assert history_opts.parse_time("03:04:05:06", "--from", now) == dt.datetime(2030, 3, 4, 5, 6, tzinfo=dt.UTC)
         assert history_opts.parse_time("2026-01-02 03:04", "--from") == dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC)
         assert history_opts.parse_time(None, "--from") is None
 
+    @pytest.mark.usefixtures("utc_local_time")  # the gLite forms are local time
     @pytest.mark.parametrize(("value", "end"), [
         ("2026-01-02T03:04:05Z", utc(2026, 1, 2, 3, 4, 5, 999999)),
         ("2026-01-02T04:04:05+01:00", utc(2026, 1, 2, 3, 4, 5, 999999)),
@@ -208,6 +211,6 @@ class TestAll:
         assert (data["result"], data["total"], data["errors"]) == ("success", 1, [])
         assert data["jobs"][0]["jobid"] == JOB and data["jobs"][0]["submitted"] == "2026-11-05T05:39:00Z"
 
-    @pytest.mark.parametrize("args", [["--all", JOB], ["--status", "Done", JOB]])
+    @pytest.mark.parametrize("args", [["--all", JOB], ["--all", "-i", "jobs.txt"]])
     def test_usage_errors(self, runner: CliRunner, jobs: FakeJobsClient, args: list[str]) -> None:
         assert runner.invoke(cli, ["status", *args]).exit_code == 2

@@ -107,9 +107,7 @@ class TestASwappedPathComponent:
         assert result.exit_code == 0, result.output
         assert _files_under(elsewhere) == set()
         real = shared / "work.real" / "out"
-        names = {"std.out", "std.err"}
-        if len(jobs) > 1:
-            names = {f"{job_subdir(job)}/{name}" for job in jobs for name in names}
+        names = {f"{job_subdir(job)}/{name}" for job in jobs for name in ("std.out", "std.err")}
         assert _files_under(real) == names
         assert f"stored in the directory:\n{chosen}" in result.stdout  # the path the user named
 
@@ -125,7 +123,7 @@ class TestASwappedPathComponent:
         (victim / "std.out").write_text("the user's own program")
         fake.outputs = [server.listed("/job/output/std.out")]
         server.before_answer = _swap(chosen, victim)
-        result = runner.invoke(cli, ["output", "--overwrite", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--overwrite", "--dir", str(chosen), JOB])
         assert result.exit_code == 0, result.output
         assert _files_under(victim) == {"std.out"}
         assert (victim / "std.out").read_text() == "the user's own program"
@@ -155,7 +153,7 @@ class TestASwappedPathComponent:
         monkeypatch.setattr(fake, "get_output_file_list", list_files)
         # the parent's directory is opened for the first node: the swap comes while it is fetched
         server.before_answer = _swap(shared / "work", elsewhere)
-        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(chosen), JOB])
         assert result.exit_code == 0, result.output
         assert _files_under(elsewhere) == set()
         assert _files_under(shared / "work.real" / "out") == {"a/out.txt", "b/out.txt"}
@@ -189,7 +187,7 @@ class TestTheChosenDirectory:
         (shared / "out").symlink_to(victim)
         os.lchown(shared / "out", NOBODY, -1)
         fake.outputs = [server.listed("/job/output/std.out")]
-        result = runner.invoke(cli, ["output", "--dir", str(shared / "out"), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(shared / "out"), JOB])
         assert result.exit_code == 1, result.output
         assert (f"Error - TransferError: cannot write {shared / 'out' / 'std.out'}: {shared / 'out'} is a symbolic "
                 f"link of another user, not followed (job {JOB})\n") in result.stderr
@@ -209,7 +207,7 @@ class TestTheChosenDirectory:
         scratch.mkdir()
         (shared / "out").symlink_to(scratch)
         fake.outputs = [server.listed("/job/output/std.out")]
-        result = runner.invoke(cli, ["output", "--dir", str(shared / "out"), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(shared / "out"), JOB])
         assert result.exit_code == 0, result.output
         assert (scratch / "std.out").read_bytes() == b"content of /job/output/std.out"
 
@@ -222,7 +220,7 @@ class TestTheChosenDirectory:
         chosen.mkdir()
         fake.outputs = [server.listed("/job/output/std.out")]
         server.before_answer = lambda: (chosen / "std.out").write_text("made meanwhile")
-        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(chosen), JOB])
         assert result.exit_code == 1, result.output
         assert (chosen / "std.out").read_text() == "made meanwhile"
         assert (f"Error - TransferError: {chosen / 'std.out'} already exists: it is kept and {server.base}"
@@ -257,7 +255,7 @@ class TestTheTemporaryFile:
         temporary file replaced ``.foo.part``, which was reported stored, and the job purged)."""
         chosen = tmp_path / "out"
         fake.outputs = [server.listed("/job/output/.foo.part"), server.listed("/job/output/foo")]
-        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(chosen), JOB])
         assert result.exit_code == 0, result.output
         assert _files_under(chosen) == {".foo.part", "foo"}
         assert (chosen / ".foo.part").read_text() == "content of /job/output/.foo.part"
@@ -268,7 +266,7 @@ class TestTheTemporaryFile:
     ) -> None:
         chosen = _with_notes(tmp_path / "out", ".bar.part")
         fake.outputs = [server.listed("/job/output/bar")]
-        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(chosen), JOB])
         assert result.exit_code == 0, result.output
         assert (chosen / ".bar.part").read_text() == "my own notes"
         assert _files_under(chosen) == {".bar.part", "bar"}

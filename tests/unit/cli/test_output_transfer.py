@@ -76,7 +76,7 @@ class TestServerGivenNames:
         fake.outputs = [_listed(f"{server}/job/output/out.txt")]
         fake.outputs += [_listed(f"{server}/job/output/{name}") for name in hostile]
         fake.outputs += [_listed(f"{server}/job/output/plain.txt")]
-        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(chosen), JOB])
         assert result.exit_code == 1, result.output
         assert not (root / "escaped.txt").exists() and not (root / "escaped2.txt").exists()
         assert (chosen / "out.txt").read_text() == "content of /job/output/out.txt"
@@ -106,7 +106,7 @@ class TestServerGivenNames:
         chosen.mkdir()
         (chosen / ".plain.txt.part").symlink_to(tmp_path / "victim.txt")
         fake.outputs = [_listed(f"{server}/job/output/plain.txt")]
-        result = runner.invoke(cli, ["output", "--dir", str(chosen), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(chosen), JOB])
         assert result.exit_code == 0, result.output
         assert (tmp_path / "victim.txt").read_text() == "keep"
         assert not (chosen / "plain.txt").is_symlink()
@@ -118,7 +118,7 @@ class TestServerGivenNames:
         self, runner: CliRunner, fake: FakeClient, server: str, tmp_path: Path
     ) -> None:
         fake.outputs = [_listed(f"{server}/o/..%2Fx"), _listed(f"{server}/o/y")]
-        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path / "d"), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--json", "--dir", str(tmp_path / "d"), JOB])
         assert result.exit_code == 1
         data = json.loads(result.stdout)
         assert data["result"] == "partial" and data["files"] == [str(tmp_path / "d" / "y")]
@@ -145,7 +145,7 @@ class TestServerGivenNames:
             return [_listed(f"{server}/{job_id[-6:]}/out.txt")]
 
         monkeypatch.setattr(fake, "get_output_file_list", list_files)
-        result = runner.invoke(cli, ["output", "--dir", str(target), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(target), JOB])
         assert result.exit_code == 0, result.output
         assert _files_under(tmp_path / "dl") == {f"chosen/Node_{i}/out.txt" for i in range(3)}
         assert [args[0] for name, args in fake.calls if name == "get_output_file_list"] == [JOB, *children]
@@ -164,7 +164,7 @@ class TestThroughTheService:
         for name in NAMES:
             (output / name).write_text(f"data of {name}")
         uris = [uri for uri, _ in jobs.output_files(rt, alice, job_id, "https")]
-        result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "out"), job_id])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(tmp_path / "out"), job_id])
         assert result.exit_code == 0, result.output
         assert {p.name: p.read_text() for p in (tmp_path / "out").iterdir()} == {n: f"data of {n}" for n in NAMES}
         assert jobs.job_status(rt, alice, job_id).state == "Cleared"
@@ -204,7 +204,7 @@ class TestLocalWriteFailure:
     ) -> None:
         (tmp_path / "afile").write_text("keep")
         fake.outputs = [_listed(f"{server}/job/output/out.txt")]
-        result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "afile"), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(tmp_path / "afile"), JOB])
         assert result.exit_code == 1, result.output
         assert (f"Error - TransferError: cannot write {tmp_path / 'afile' / 'out.txt'}: File exists "
                 f"(job {JOB})\n") in result.stderr, result.stderr
@@ -235,9 +235,10 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another use
 
 
 @pytest.fixture
-def own_job() -> Iterator[tuple[str, Path]]:
-    """A job id of this test alone, and its default output directory ``/tmp/<user>_<id>``
-    (removed afterwards)."""
+def own_job(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """A job id of this test alone, and its default output directory ``/tmp/<LOGNAME>_<id>``
+    (removed afterwards; ``$LOGNAME`` set: without it perusal's is ``jobPerusal_<id>``)."""
+    monkeypatch.setenv("LOGNAME", "alice")
     job = f"https://wms.example.org:9000/{uuid.uuid4().hex}"
     where = Path(default_dir(job))
     yield job, where
@@ -319,7 +320,7 @@ class TestTheDefaultDirectory:
         # in a directory the user names, the umask decides, as for any file the user makes
         previous = os.umask(0o022)
         try:
-            result = runner.invoke(cli, ["output", "--dir", str(tmp_path / "mine"), job])
+            result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(tmp_path / "mine"), job])
         finally:
             os.umask(previous)
         assert result.exit_code == 0, result.output
@@ -332,7 +333,7 @@ class TestOneListingNeverReplacesAFile:
     ) -> None:
         fake.outputs = [_listed(f"{server}/a/result.txt"), _listed(f"{server}/b/result.txt"),
                         _listed(f"{server}/c/other.txt")]
-        result = runner.invoke(cli, ["output", "--dir", str(tmp_path), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 1, result.output
         assert (tmp_path / "result.txt").read_text() == "content of /a/result.txt"
         assert (tmp_path / "other.txt").read_text() == "content of /c/other.txt"
@@ -346,7 +347,7 @@ class TestOneListingNeverReplacesAFile:
     ) -> None:
         (tmp_path / "result.txt").write_text("precious")
         fake.outputs = [_listed(f"{server}/a/result.txt"), _listed(f"{server}/a/new.txt")]
-        result = runner.invoke(cli, ["output", "--json", "--dir", str(tmp_path), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--json", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 1, result.output
         assert (tmp_path / "result.txt").read_text() == "precious"
         assert (tmp_path / "new.txt").read_text() == "content of /a/new.txt"
@@ -356,7 +357,7 @@ class TestOneListingNeverReplacesAFile:
         assert [(f["name"], f["error"]["message"]) for f in failed] == [("result.txt", kept)]
         assert "job_purge" not in fake.names()
         (tmp_path / "new.txt").unlink()
-        result = runner.invoke(cli, ["output", "--overwrite", "--dir", str(tmp_path), JOB])
+        result = runner.invoke(cli, ["output", "--nosubdir", "--overwrite", "--dir", str(tmp_path), JOB])
         assert result.exit_code == 0, result.output
         assert (tmp_path / "result.txt").read_text() == "content of /a/result.txt"
         assert fake.names().count("job_purge") == 1

@@ -160,6 +160,7 @@ class TestToBoundOfAPrintedTime:
         assert result.exit_code == 0, result.output
         return [e["timestamp"] for e in json.loads(result.stdout)["jobs"][0]["events"]]
 
+    @pytest.mark.usefixtures("utc_local_time")  # the gLite forms are local time
     def test_takes_the_events_of_that_second(self, runner: CliRunner, service: Runtime, job_id: str) -> None:
         printed = self.events(runner, job_id)
         assert printed and set(printed) == {"2026-12-02T13:05:09Z"}
@@ -170,6 +171,7 @@ class TestToBoundOfAPrintedTime:
         assert self.events(runner, job_id, "--to", "2026-12-02T13:05:08Z") == []
         assert self.events(runner, job_id, "--to", "2026-12-02T13:05:09.4Z") == []
 
+    @pytest.mark.usefixtures("utc_local_time")  # the gLite forms are local time
     def test_takes_the_jobs_registered_in_that_second(self, runner: CliRunner, service: Runtime,
                                                       job_id: str) -> None:
         code, doc = status_json(runner, "--all")
