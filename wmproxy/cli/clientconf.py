@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from wmproxy.cli.errors import CliError, unreadable
+from wmproxy.cli.errors import CliError, read_text_file, unreadable
 
 CONFIG_ENV = "WMPROXY_CLIENT_CONFIG"
 #: the gLite UI's variable naming its configuration file (``WMS_CLIENT_CONFIG`` in utils.cpp)
@@ -113,8 +113,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None, *, vo: str 
     if not path:
         return ClientConfig()
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text_file(path)  # bounded: a FIFO or /dev/zero named here never fills the memory
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError("Configuration", f"cannot read the configuration file {path}: {unreadable(exc)}") from None
     first = next((ln.strip() for ln in text.splitlines()

@@ -419,14 +419,6 @@ def fail(kind: str, description: str, job_id: str | None = None) -> None:
     sys.exit(1)
 
 
-def confirm(question: str) -> bool:
-    """Ask ``question [y/n]y :`` on stderr; True at once with ``--noint`` (gLite UI)."""
-    if run_options().noint:
-        return True
-    answer = click.prompt(f"{question} [y/n]y", default="y", show_default=False, prompt_suffix=" :", err=True)
-    return answer.strip().lower() in ("y", "yes")
-
-
 def error_console() -> Console:
     """Console for progress bars and prompts: stderr, so stdout stays parseable."""
     from rich.console import Console

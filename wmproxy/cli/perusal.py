@@ -23,7 +23,7 @@ import click
 
 from wmproxy.cli import common, render
 from wmproxy.cli.clientconf import output_storage
-from wmproxy.cli.errors import unreadable
+from wmproxy.cli.errors import read_text_file, unreadable
 from wmproxy.cli.output import default_dir, own_default_dir, private_files
 from wmproxy.cli.results import append_text
 from wmproxy.client import WMProxyClient, WMProxyClientError
@@ -39,7 +39,7 @@ def _file_names(files: tuple[str, ...], names_file: str | None) -> list[str]:
     names = list(files)
     if names_file:
         try:
-            text = Path(names_file).read_text(encoding="utf-8")
+            text = read_text_file(names_file)  # bounded, a regular file only
         except (OSError, UnicodeDecodeError) as exc:
             raise common.CliError("Input", f"cannot read {names_file}: {unreadable(exc)}") from None
         names += [n.strip() for n in text.splitlines() if n.strip() and not n.strip().startswith("#")]

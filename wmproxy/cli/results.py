@@ -31,6 +31,20 @@ def write_result(text: str, output_file: str | None) -> None:
     echo(f"The result has been written to {output_file}", err=True)
 
 
+def append_text(text: str, output_file: str) -> None:
+    """Append ``text`` to ``output_file`` (``perusal -o``: gLite ``Utils::saveListToFile``
+    appends, unlike :func:`save_text`).
+
+    Raises:
+        CliError: ``Output`` when the file cannot be written.
+    """
+    try:
+        with open(output_file, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
+
+
 #: the question asked for an ``-o FILE`` that exists (gLite ``Utils::saveToFile``)
 _EXISTS = ("\n\n{path} file already exists\nDo you want to append (a) or to overwrite (o) ?\n"
            "Press the 'q' key for not saving.\n ")

@@ -254,6 +254,22 @@ class TestLocalFilesAreBounded:
         assert len(result.stderr.splitlines()) == 1
         assert no_call == []
 
+    def test_a_perusal_names_file_that_is_a_device(self, runner: CliRunner, service: Runtime,
+                                                  no_call: list[object]) -> None:
+        result = runner.invoke(cli, ["perusal", "--set", "--input-file", "/dev/null", "https://h:7443/x"])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Input: cannot read /dev/null: it is not a regular file")
+        assert no_call == []
+
+    def test_a_client_configuration_over_16_mib(self, runner: CliRunner, service: Runtime, tmp_path: Path,
+                                                 no_call: list[object]) -> None:
+        big = _sparse(tmp_path / "glite_wms.conf", 16 * 1024 * 1024 + 1)
+        result = runner.invoke(cli, ["status", "-c", str(big), "https://h:7443/x"])
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error - Configuration: cannot read the configuration file {big}: it "
+                                        f"{self.TOO_LARGE}")
+        assert no_call == []
+
     @pytest.mark.parametrize("verb", [["status"], ["cancel", "--noint"], ["logging-info"]])
     def test_an_id_file_that_is_a_device(self, runner: CliRunner, service: Runtime, no_call: list[object],
                                          verb: list[str]) -> None:

@@ -89,7 +89,7 @@ class TestStatusFilters:
     @pytest.mark.parametrize("bad", ["12", "-1", "Finished"])
     def test_bad_states_are_usage_errors(self, runner: CliRunner, bad: str) -> None:
         result = runner.invoke(cli, ["status", "--all", "-s", bad])
-        assert result.exit_code == 2 and "state" in result.output
+        assert result.exit_code == 1 and "state" in result.output
 
     def test_from_hh_mm_is_today(self, runner: CliRunner, service: Runtime, pki: Pki,
                                  local_zone: dt.tzinfo) -> None:
@@ -255,7 +255,7 @@ class TestGliteOptionsAccepted:
         conf = tmp_path / "c.conf"
         conf.write_text("[client]\nvo = dteam\n")
         result = runner.invoke(cli, ["status", "--vo", "dteam", "-c", str(conf), "https://localhost:1/x"])
-        assert result.exit_code == 2 and "--vo and -c/--config" in result.output
+        assert result.exit_code == 1 and "--vo and -c/--config" in result.output
 
     def test_status_vo_and_nonodes(self, runner: CliRunner, service: Runtime, pki: Pki, tmp_path: Path) -> None:
         collection = ('[ Type = "collection"; Nodes = { [ Executable = "/bin/true"; ], '

@@ -213,4 +213,4 @@ class TestAll:
 
     @pytest.mark.parametrize("args", [["--all", JOB], ["--all", "-i", "jobs.txt"]])
     def test_usage_errors(self, runner: CliRunner, jobs: FakeJobsClient, args: list[str]) -> None:
-        assert runner.invoke(cli, ["status", *args]).exit_code == 2
+        assert runner.invoke(cli, ["status", *args]).exit_code == 1
