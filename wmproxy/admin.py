@@ -21,10 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
 
 from wmproxy import admintools
-from wmproxy.config import ConfigError, Settings, load_settings, no_config_note
+from wmproxy.config import ConfigError, Settings, load_settings, no_config_note, shown_database_url
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
 from wmproxy.security.nofollow import open_state_path
 from wmproxy.store.migrations import MIGRATIONS_DIR, upgrade
@@ -45,11 +44,6 @@ def upgrade_database(settings: Settings, revision: str = "head") -> None:
     """Run the Alembic migrations in ``wmproxy/migrations/`` up to ``revision`` on settings'
     database, under the migration lock (concurrent runs wait; ``wmproxy.store.migrations``)."""
     upgrade(settings.database.url, revision)
-
-
-def shown_url(url: str) -> str:
-    """``url`` as a command may print it: the password replaced by ``***``."""
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def service_account(user: str | None) -> tuple[int, int] | None:
@@ -216,7 +210,8 @@ def init(settings: Settings, user: str | None) -> None:
         initialise(settings, user)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"initialised: database {shown_url(settings.database.url)}, sandboxes in {settings.sandbox.root}")
+    shown = shown_database_url(settings.database.url)
+    click.echo(f"initialised: database {shown}, sandboxes in {settings.sandbox.root}")
     if user is None and os.geteuid() == 0:
         click.echo("warning: the state belongs to root (no --user): a service running as its own user, as the units "
                    "in deploy/ run it, cannot open it; run `wmproxy-admin init --user <service user>` to hand it over",
@@ -320,7 +315,7 @@ def migrate(settings: Settings, revision: str) -> None:
             # The state the configuration names is not there: refused (3) as the processes refuse a
             # missing SQLite file; e.g. no configuration was read and the default URL applied.
             db = sqlite_path(url)
-            where = f"{shown_url(url)} ({db.absolute()})" if db is not None else shown_url(url)
+            where = f"{shown_database_url(url)} ({db.absolute()})" if db is not None else shown_database_url(url)
             raise StoreStateError(f"no wmproxy database at {where}: `wmproxy-admin init` creates one"
                                   f"{no_config_note(settings)}")
     except ConfigError as exc:  # that refusal, or the database unreachable (1)
@@ -338,7 +333,7 @@ def migrate(settings: Settings, revision: str) -> None:
         click.echo(f"warning: {exc}", err=True)
     current, head = schema_revisions(url)
     newest = " (the newest)" if current == head else f" (the newest is {head})"
-    click.echo(f"database {shown_url(url)}: at revision {current}{newest}")
+    click.echo(f"database {shown_database_url(url)}: at revision {current}{newest}")
 
 
 @cli.command("rotate-store-key")

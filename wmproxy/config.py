@@ -53,8 +53,9 @@ class DatabaseSettings:
             ``postgresql://`` and ``postgres://`` are taken as ``postgresql+psycopg://``, the
             driver installed; another scheme is refused at start;
             ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``). A
-            file holding a password must not be readable by others (0640 at most: every
-            process refuses it).
+            file holding a password (in the user part, or a ``password`` or ``sslpassword``
+            query parameter, which libpq uses too) must not be readable by others (0640 at
+            most: every process refuses it); messages show the URL with them as ``***``.
             The default, ``sqlite:///wmproxy.db``, is relative to the working directory:
             set it in every deployment.
         ping_after_idle: seconds a pooled PostgreSQL connection may stay unused before its
@@ -97,6 +98,50 @@ def database_url(url: str) -> str:
     raise ConfigError(f"[database] url: {given} is not supported: use sqlite:////path/to/wmproxy.db or "
                       "postgresql+psycopg://user:password@host/database (postgresql:// and postgres:// are taken "
                       "as postgresql+psycopg://)")
+
+#: Query parameters of a ``[database] url`` that hold a secret: libpq takes ``password`` as the
+#: password (beside the one of the user part) and ``sslpassword`` as the client key's passphrase.
+#: (``passfile`` only names a file, which libpq ignores when group or others may read it.)
+SECRET_URL_PARAMETERS = ("password", "sslpassword")
+
+
+def _secret_parameters(url: str) -> tuple[Any, list[str]]:
+    """SQLAlchemy's parse of ``url`` (what the engine connects with; imported here, only the
+    server stack reads ``[database]``) and the names of its :data:`SECRET_URL_PARAMETERS`
+    query parameters; ``(None, [])`` for a value it cannot parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None, []
+    return parsed, [name for name in parsed.query if name.lower() in SECRET_URL_PARAMETERS]
+
+
+def database_url_secret(url: str) -> bool:
+    """Whether ``url`` holds a secret: a password in its user part or a :data:`SECRET_URL_PARAMETERS`
+    query parameter (``postgresql+psycopg://wmproxy@host/db?password=...``: libpq uses it)."""
+    parsed, secret = _secret_parameters(url)
+    try:
+        password = urlsplit(url).password  # also where SQLAlchemy cuts the user part elsewhere
+    except ValueError:
+        password = None
+    return bool(secret) or bool(password) or bool(parsed is not None and parsed.password)
+
+
+def shown_database_url(url: str) -> str:
+    """``url`` as a message or a command may show it: the password of the user part and the
+    values of the :data:`SECRET_URL_PARAMETERS` query parameters replaced by ``***``; only the
+    scheme of a value SQLAlchemy cannot parse. Every place that prints a database URL uses it."""
+    parsed, secret = _secret_parameters(url)
+    if parsed is None:
+        return f"{url.partition('://')[0]}://***"
+    shown = str(parsed.difference_update_query(secret).render_as_string(hide_password=True))
+    if secret:
+        shown += ("&" if parsed.query.keys() - set(secret) else "?") + "&".join(f"{name}=***" for name in secret)
+    return shown
+
 
 #: Bounds of ``[security] delegation_key_bits``. The minimum is the CLI's
 #: (``wmproxy.security.proxy.MIN_REQUEST_RSA_BITS``, which refuses to sign a request for a
@@ -1171,20 +1216,15 @@ def env_name(section: str, key: str) -> str:
 
 
 def _check_password_exposure(path: Path, parser: configparser.ConfigParser) -> None:
-    """Refuse a configuration file whose ``[database] url`` holds a password while every
-    local user may read the file: a job running as a pool account would get the database
-    (every job, delegation, lease and ACL) with it.
+    """Refuse a configuration file whose ``[database] url`` holds a password (in its user part
+    or as a query parameter: :func:`database_url_secret`) while every local user may read the
+    file: a job running as a pool account would get the database (every job, delegation, lease
+    and ACL) with it.
 
     Raises:
         ConfigError: the file is readable by others (the message names the file and the fixes).
     """
-    if not parser.has_option("database", "url"):
-        return
-    try:
-        password = urlsplit(parser.get("database", "url")).password
-    except ValueError:  # not a URL urlsplit can take: SQLAlchemy refuses it later, with its reason
-        return
-    if not password:
+    if not parser.has_option("database", "url") or not database_url_secret(parser.get("database", "url")):
         return
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
