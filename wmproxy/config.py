@@ -43,6 +43,47 @@ NAMESPACE_MODES = ("eugridpma_globus", "eugridpma_globus_require", "eugridpma_an
                    "eugridpma_and_globus_require", "ignore")
 
 
+#: The longest duration a setting may give, in seconds (100 years): ages, periods and timeouts
+#: are added to or taken from the current time, and a datetime ends at the year 9999 (an age of
+#: 10^11 s made every purge pass fail with OverflowError).
+MAX_DURATION = 100 * 365 * 86400
+#: The largest count a setting may give that is sent to the database as a row count (a
+#: ``LIMIT``): PostgreSQL's ``integer``.
+MAX_ROW_COUNT = 2**31 - 1
+#: The largest integer any setting may give: SQLite's ``INTEGER`` and PostgreSQL's ``bigint``
+#: (a larger one cannot be sent to the database at all).
+MAX_SETTING_INT = 2**63 - 1
+
+#: The settings that are durations (seconds), per section: each is at most :data:`MAX_DURATION`.
+DURATIONS: dict[str, tuple[str, ...]] = {
+    "database": ("ping_after_idle",),
+    "security": ("min_proxy_lifetime",),
+    "execution": ("poll_interval", "heartbeat_lease", "kill_grace"),
+    "jobs": ("min_perusal_interval",),
+    "renewal": ("cycle", "threshold", "lifetime", "timeout", "voms_lifetime"),
+    "mapping": ("lease_idle_time",),
+    "load": ("sample_interval", "handshake_timeout", "io_timeout"),
+    "brokering": ("match_retry_period", "expiry_period", "ce_state_max_age", "cycle_match_cpu", "owner_match_cpu"),
+    "slurm": ("refresh_interval", "max_pending", "default_wall_time", "submit_settle"),
+    "purge": ("interval", "final_age", "forced_age", "registered_age", "request_age", "delegation_grace",
+              "tombstone_age", "pass_time"),
+    "inspection": ("time_limit", "pickup_timeout", "agent_delay", "retention"),
+    "metrics": ("crl_grace", "sandbox_scan_interval", "timeout"),
+}
+
+
+def _check_durations(section: str, area: object) -> None:
+    """Refuse a duration of ``area`` (``[section]``, :data:`DURATIONS`) over :data:`MAX_DURATION`.
+
+    Raises:
+        ConfigError: naming the key, its value and the bound.
+    """
+    for name in DURATIONS[section]:
+        value = getattr(area, name)
+        if value > MAX_DURATION:
+            raise ConfigError(f"[{section}] {name} = {value:g}: at most {MAX_DURATION} seconds (100 years)")
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """The job store (``[database]`` section).
@@ -68,6 +109,7 @@ class DatabaseSettings:
     ping_after_idle: float = 5.0
 
     def __post_init__(self) -> None:
+        _check_durations("database", self)
         object.__setattr__(self, "url", database_url(self.url))
         if not 0 <= self.ping_after_idle < float("inf"):
             raise ConfigError("[database] ping_after_idle: seconds, 0 or more")
@@ -212,6 +254,7 @@ class SecuritySettings:
     namespace_mode: str = "eugridpma_globus"
 
     def __post_init__(self) -> None:
+        _check_durations("security", self)
         if not MIN_DELEGATION_KEY_BITS <= self.delegation_key_bits <= MAX_DELEGATION_KEY_BITS:
             raise ConfigError(
                 f"[security] delegation_key_bits: {self.delegation_key_bits} is outside"
@@ -378,6 +421,7 @@ class ExecutionSettings:
     max_job_memory: int = 0
 
     def __post_init__(self) -> None:
+        _check_durations("execution", self)
         if self.heartbeat_lease <= 0 or self.poll_interval <= 0:
             raise ConfigError("[execution] heartbeat_lease and poll_interval: must be positive")
         if self.kill_grace < 0 or self.max_running < 1:
@@ -420,6 +464,7 @@ class JobsSettings:
     ce_catalogue: str = ""
 
     def __post_init__(self) -> None:
+        _check_durations("jobs", self)
         for name in ("quota_soft_limit", "quota_hard_limit", "max_perusal_files", "min_perusal_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"[jobs] {name}: must not be negative")
@@ -612,6 +657,7 @@ class RenewalSettings:
     voms_lifetime: int = 12 * 3600
 
     def __post_init__(self) -> None:
+        _check_durations("renewal", self)
         by_vo: Mapping[str, str] | str = self.myproxy_servers_by_vo
         parsed = parse_vo_servers(by_vo) if isinstance(by_vo, str) else checked_vo_servers(by_vo)
         object.__setattr__(self, "myproxy_servers_by_vo", parsed)
@@ -667,6 +713,7 @@ class MappingSettings:
     lease_idle_time: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
+        _check_durations("mapping", self)
         if self.mode not in ("none", "gridmap"):
             raise ConfigError(f"[mapping] mode: expected none or gridmap, not {self.mode!r}")
         if self.lease_idle_time < 0:
@@ -834,6 +881,7 @@ class LoadSettings:
     io_timeout: float = 60.0
 
     def __post_init__(self) -> None:
+        _check_durations("load", self)
         thresholds = ("load1", "load5", "load15", "memory_usage", "swap_usage", "disk_usage", "free_fds",
                       "queued_jobs", "max_live_jobs", "max_jobs_per_submission")
         for name in thresholds:
@@ -888,6 +936,7 @@ class BrokeringSettings:
     owner_match_cpu: float = 3.0
 
     def __post_init__(self) -> None:
+        _check_durations("brokering", self)
         if min(self.match_retry_period, self.expiry_period, self.ce_state_max_age) <= 0:
             raise ConfigError("[brokering] match_retry_period, expiry_period and ce_state_max_age: must be positive")
         if min(self.max_retry_count, self.max_shallow_retry_count) < 0 or self.fuzzy_factor < 0:
@@ -946,6 +995,7 @@ class SlurmSettings:
     submit_settle: float = 330.0
 
     def __post_init__(self) -> None:
+        _check_durations("slurm", self)
         if self.refresh_interval <= 0:
             raise ConfigError("[slurm] refresh_interval: must be positive")
         if self.max_submitted < 1:
@@ -1000,7 +1050,8 @@ class PurgeSettings:
 
     Raises:
         ConfigError: a non-positive interval, batch, pass_time, final_age, forced_age or
-            registered_age, or a negative age.
+            registered_age, or a negative age; an age, interval or pass_time over 100 years
+            (:data:`MAX_DURATION`), a batch over 2^31 - 1.
     """
 
     enabled: bool = True
@@ -1015,8 +1066,11 @@ class PurgeSettings:
     pass_time: float = 5.0
 
     def __post_init__(self) -> None:
+        _check_durations("purge", self)
         if self.interval <= 0 or self.batch <= 0 or self.pass_time <= 0:
             raise ConfigError("[purge] interval, batch and pass_time: must be positive")
+        if self.batch > MAX_ROW_COUNT:
+            raise ConfigError(f"[purge] batch = {self.batch}: at most {MAX_ROW_COUNT} (jobs read per query)")
         for name in ("final_age", "forced_age", "registered_age"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[purge] {name} = {getattr(self, name):g}: must be positive (seconds); 0 would "
@@ -1069,6 +1123,7 @@ class InspectionSettings:
     max_requests_per_user: int = 500
 
     def __post_init__(self) -> None:
+        _check_durations("inspection", self)
         if self.mode not in ("off", "allow-list", "any"):
             raise ConfigError(f"[inspection] mode: expected off, allow-list or any, not {self.mode!r}")
         if min(self.time_limit, self.output_cap, self.pickup_timeout, self.retention, self.max_requests_per_job,
@@ -1125,6 +1180,7 @@ class MetricsSettings:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
+        _check_durations("metrics", self)
         try:
             parse_host_port(self.bind, DEFAULT_METRICS_PORT)
         except ValueError as exc:
@@ -1176,13 +1232,17 @@ def _convert(value: str, target: Any, where: str) -> Any:
     """``value`` (text from the file or the environment) as the field type ``target``.
 
     Raises:
-        ConfigError: not an integer, a finite number or a boolean where one is expected.
+        ConfigError: not an integer (of at most :data:`MAX_SETTING_INT`), a finite number or a
+            boolean where one is expected.
     """
     if target == "Mapping[str, str]":
         return parse_vo_servers(value, where)
     try:
         if target is int or target == "int":
-            return int(value)
+            integer = int(value)
+            if abs(integer) <= MAX_SETTING_INT:
+                return integer
+            raise OverflowError(value)  # no integer setting is meant to be that large (nor can go to the database)
         if target is float or target == "float":
             number = float(value)
             if not math.isfinite(number):
@@ -1194,6 +1254,8 @@ def _convert(value: str, target: Any, where: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
+    except OverflowError:
+        raise ConfigError(f"{where}: {value!r} is out of range: at most {MAX_SETTING_INT}") from None
     except ValueError as exc:
         raise ConfigError(f"{where}: cannot convert {value!r} to {target}") from exc
     return value
