@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy import admintools
 from wmproxy.config import ConfigError, Settings, load_settings, no_config_note, shown_database_url
@@ -44,6 +45,20 @@ def upgrade_database(settings: Settings, revision: str = "head") -> None:
     """Run the Alembic migrations in ``wmproxy/migrations/`` up to ``revision`` on settings'
     database, under the migration lock (concurrent runs wait; ``wmproxy.store.migrations``)."""
     upgrade(settings.database.url, revision)
+
+
+def _failed(command: str, exc: OSError | SQLAlchemyError, url: str) -> click.ClickException:
+    """The one line ``init`` or ``migrate`` ends with (exit 1) when a file or the database
+    fails it (a full or read-only file system, a database that refuses the change): the
+    reason, then the file (the errno text and the path) or the database (its URL shown
+    without secrets, for SQLite its file), never a traceback."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return click.ClickException(f"{command} failed: {exc.strerror or exc}{where}")
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    db = sqlite_path(url)
+    where = f"{shown_database_url(url)} ({db.absolute()})" if db is not None else shown_database_url(url)
+    return click.ClickException(f"{command} failed: {reason}: the database {where}")
 
 
 def service_account(user: str | None) -> tuple[int, int] | None:
@@ -87,8 +102,9 @@ def _settle(path: Path, mode: int, owner: tuple[int, int] | None, *, directory: 
     ``path`` itself, a directory) are created with STATE_DIR_MODE and ``owner``; a file is
     created with ``create_mode`` when given."""
 
-    fd = open_state_path(path, directory=directory, create_mode=create_mode, owners=_uids(owner),
-                         new_dir=_new_dir(owner) if make else None)
+    with _named(path):
+        fd = open_state_path(path, directory=directory, create_mode=create_mode, owners=_uids(owner),
+                             new_dir=_new_dir(owner) if make else None)
     try:
         _settle_fd(fd, mode, owner)
     finally:
@@ -100,7 +116,20 @@ def _make_dirs(path: Path, owner: tuple[int, int] | None) -> None:
     and ``owner``. Existing directories are left as they are (but refused when a link or
     another user's, as :func:`_settle` does)."""
 
-    os.close(open_state_path(path, directory=True, owners=_uids(owner), new_dir=_new_dir(owner)))
+    with _named(path):
+        os.close(open_state_path(path, directory=True, owners=_uids(owner), new_dir=_new_dir(owner)))
+
+
+@contextlib.contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """An OSError of the block names ``path`` (the walk opens each component relative to its
+    directory, so the error would name the component alone, e.g. ``state``)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).is_absolute():
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def initialise(settings: Settings, user: str | None = None) -> None:
@@ -210,6 +239,8 @@ def init(settings: Settings, user: str | None) -> None:
         initialise(settings, user)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    except (OSError, SQLAlchemyError) as exc:  # a full or read-only file system, the database refusing
+        raise _failed("init", exc, settings.database.url) from None
     shown = shown_database_url(settings.database.url)
     click.echo(f"initialised: database {shown}, sandboxes in {settings.sandbox.root}")
     if user is None and os.geteuid() == 0:
@@ -320,18 +351,21 @@ def migrate(settings: Settings, revision: str) -> None:
                                   f"{no_config_note(settings)}")
     except ConfigError as exc:  # that refusal, or the database unreachable (1)
         refuse(exc, prefix="")
-    _refuse_downgrade(url, revision)
     try:
-        upgrade_database(settings, revision)
-    except CommandError as exc:  # an unknown revision: nothing was run
-        raise click.ClickException(f"cannot migrate to {revision!r}: {exc}") from None
-    except ConfigError as exc:  # the migration lock file is a link or another user's
-        raise click.ClickException(str(exc)) from None
-    try:
-        record_store_key(settings, create=False)
-    except StoreStateError as exc:
-        click.echo(f"warning: {exc}", err=True)
-    current, head = schema_revisions(url)
+        _refuse_downgrade(url, revision)
+        try:
+            upgrade_database(settings, revision)
+        except CommandError as exc:  # an unknown revision: nothing was run
+            raise click.ClickException(f"cannot migrate to {revision!r}: {exc}") from None
+        except ConfigError as exc:  # the migration lock file is a link or another user's
+            raise click.ClickException(str(exc)) from None
+        try:
+            record_store_key(settings, create=False)
+        except StoreStateError as exc:
+            click.echo(f"warning: {exc}", err=True)
+        current, head = schema_revisions(url)
+    except (OSError, SQLAlchemyError) as exc:  # a full or read-only file system, the database refusing
+        raise _failed("migrate", exc, url) from None
     newest = " (the newest)" if current == head else f" (the newest is {head})"
     click.echo(f"database {shown_database_url(url)}: at revision {current}{newest}")
 
