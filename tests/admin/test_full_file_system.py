@@ -16,6 +16,7 @@ from tests.admin.support import settings_for, write_ini
 from tests.conftest import Pki
 from wmproxy.admin import cli, upgrade_database
 from wmproxy.config import DatabaseSettings, Settings
+from wmproxy.store.migrations import head_revision, schema_revisions
 
 #: What the migrate test leaves free: room to open the database, not to migrate it.
 LEAVE_KB = 64
@@ -92,3 +93,4 @@ def test_migrate_on_a_full_file_system_says_so_in_one_line(tmp_path: Path, pki: 
         line = one_line(admin(config, "migrate"))
         assert line.startswith("Error: migrate failed: "), line
         assert "full" in line and str(top) in line, line
+        assert schema_revisions(settings.database.url) == ("0010", head_revision())  # one transaction: undone
