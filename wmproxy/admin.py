@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from wmproxy import admintools
 from wmproxy.config import ConfigError, Settings, load_settings, no_config_note, shown_database_url
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
-from wmproxy.security.nofollow import open_state_path
+from wmproxy.security.nofollow import UnsafePathError, open_state_path
 from wmproxy.store.migrations import MIGRATIONS_DIR, upgrade
 
 __all__ = ["MIGRATIONS_DIR", "cli", "initialise", "main", "upgrade_database"]
@@ -148,6 +149,9 @@ def initialise(settings: Settings, user: str | None = None) -> None:
     directories to have root chown ``/etc``): each path is opened with ``O_NOFOLLOW`` and
     changed through the descriptor; a link, a hard-linked file or a file owned by neither
     root nor the service user is refused (:class:`wmproxy.security.nofollow.UnsafePathError`).
+    Every path is checked so before the first is created or changed: a refusal changes
+    nothing. A path of a plain account refused (run without ``--user`` on a deployment made
+    with it) names ``--user <that account>``.
 
     Args:
         settings: the service's settings.
@@ -155,15 +159,66 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 
     Raises:
         ConfigError: unknown ``user``, or not root and ``user`` is someone else; a path
-            that is a link, of the wrong type or another user's (UnsafePathError).
+            that is a link, of the wrong type or another user's.
         OSError: a directory or file cannot be created, chmod-ed or chown-ed.
         ValueError: the existing store key file holds no Fernet key.
         StoreStateError: the key file is missing for a database holding sealed data, or
             is not the database's key (the message names the fix).
     """
+    owner = service_account(user)
+    try:
+        _check_state_paths(settings, owner)  # all of them before anything is created or changed
+        _initialise(settings, owner)
+    except UnsafePathError as exc:
+        exc.args = (_with_user_hint(exc, owner),)
+        raise
+
+
+def _state_paths(settings: Settings) -> list[tuple[Path, bool]]:
+    """``(path, is a directory)`` of everything ``init`` creates or changes, in its order."""
+    key = Path(settings.security.store_key_file)
+    paths = [(Path(settings.sandbox.root), True), (Path(settings.execution.work_dir), True), (key.parent, True)]
+    db = sqlite_path(settings.database.url)
+    if db is not None:
+        paths += [(db.parent, True), (db, False), *((Path(f"{db}{suffix}"), False) for suffix in SQLITE_COMPANIONS),
+                  (Path(f"{db}.migrate-lock"), False)]
+    return [*paths, (key, False)]
+
+
+def _check_state_paths(settings: Settings, owner: tuple[int, int] | None) -> None:
+    """Open every path ``init`` will touch as it will (:func:`_settle`), creating nothing: a
+    link, a path of the wrong type or another user's is refused before any is created or
+    changed. A missing path is fine (``init`` creates it); the part of its way that exists was
+    checked as ``init`` walks it.
+
+    Raises:
+        UnsafePathError: as :func:`wmproxy.security.nofollow.open_state_path` says.
+    """
+    for path, directory in _state_paths(settings):
+        owners = () if path.name.endswith(".migrate-lock") else _uids(owner)  # as migration_lock opens it
+        with contextlib.suppress(FileNotFoundError):
+            os.close(open_state_path(path, directory=directory, owners=owners))
+
+
+def _with_user_hint(exc: UnsafePathError, owner: tuple[int, int] | None) -> str:
+    """The refusal, with the likelier cause first when the path is not a link but a plain
+    account's (a deployment initialised with ``--user``, run again without it or with another
+    user): name ``--user <that account>``."""
+    try:
+        found = os.lstat(exc.path)
+        account = pwd.getpwuid(found.st_uid).pw_name
+    except (OSError, KeyError):
+        return str(exc)
+    if stat.S_ISLNK(found.st_mode) or found.st_uid == 0 or (owner is not None and found.st_uid == owner[0]):
+        return str(exc)
+    return (f"{exc.path} belongs to {account}: if {account} is the service user, run "
+            f"`wmproxy-admin init --user {account}` (nothing was changed). {exc}")
+
+
+def _initialise(settings: Settings, owner: tuple[int, int] | None) -> None:
+    """:func:`initialise` once the account is known and the paths checked."""
     from wmproxy.services.storekey import record_store_key
 
-    owner = service_account(user)
     for directory, mode in ((settings.sandbox.root, SANDBOX_ROOT_MODE), (settings.execution.work_dir, WORK_ROOT_MODE)):
         _settle(Path(directory), mode, owner, directory=True, make=True)
     key = Path(settings.security.store_key_file)
