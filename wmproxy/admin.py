@@ -17,16 +17,17 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from wmproxy import admintools
-from wmproxy.config import ConfigError, Settings, load_settings, no_config_note
+from wmproxy.config import ConfigError, Settings, load_settings, no_config_note, shown_database_url
 from wmproxy.security.filemodes import SQLITE_COMPANIONS, check_private_files, sqlite_path
-from wmproxy.security.nofollow import open_state_path
+from wmproxy.security.nofollow import UnsafePathError, open_state_path
 from wmproxy.store.migrations import MIGRATIONS_DIR, upgrade
 
 __all__ = ["MIGRATIONS_DIR", "cli", "initialise", "main", "upgrade_database"]
@@ -47,9 +48,18 @@ def upgrade_database(settings: Settings, revision: str = "head") -> None:
     upgrade(settings.database.url, revision)
 
 
-def shown_url(url: str) -> str:
-    """``url`` as a command may print it: the password replaced by ``***``."""
-    return make_url(url).render_as_string(hide_password=True)
+def _failed(command: str, exc: OSError | SQLAlchemyError, url: str) -> click.ClickException:
+    """The one line ``init`` or ``migrate`` ends with (exit 1) when a file or the database
+    fails it (a full or read-only file system, a database that refuses the change): the
+    reason, then the file (the errno text and the path) or the database (its URL shown
+    without secrets, for SQLite its file), never a traceback."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return click.ClickException(f"{command} failed: {exc.strerror or exc}{where}")
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    db = sqlite_path(url)
+    where = f"{shown_database_url(url)} ({db.absolute()})" if db is not None else shown_database_url(url)
+    return click.ClickException(f"{command} failed: {reason}: the database {where}")
 
 
 def service_account(user: str | None) -> tuple[int, int] | None:
@@ -93,8 +103,9 @@ def _settle(path: Path, mode: int, owner: tuple[int, int] | None, *, directory: 
     ``path`` itself, a directory) are created with STATE_DIR_MODE and ``owner``; a file is
     created with ``create_mode`` when given."""
 
-    fd = open_state_path(path, directory=directory, create_mode=create_mode, owners=_uids(owner),
-                         new_dir=_new_dir(owner) if make else None)
+    with _named(path):
+        fd = open_state_path(path, directory=directory, create_mode=create_mode, owners=_uids(owner),
+                             new_dir=_new_dir(owner) if make else None)
     try:
         _settle_fd(fd, mode, owner)
     finally:
@@ -106,7 +117,20 @@ def _make_dirs(path: Path, owner: tuple[int, int] | None) -> None:
     and ``owner``. Existing directories are left as they are (but refused when a link or
     another user's, as :func:`_settle` does)."""
 
-    os.close(open_state_path(path, directory=True, owners=_uids(owner), new_dir=_new_dir(owner)))
+    with _named(path):
+        os.close(open_state_path(path, directory=True, owners=_uids(owner), new_dir=_new_dir(owner)))
+
+
+@contextlib.contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """An OSError of the block names ``path`` (the walk opens each component relative to its
+    directory, so the error would name the component alone, e.g. ``state``)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename).is_absolute():
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def initialise(settings: Settings, user: str | None = None) -> None:
@@ -125,6 +149,9 @@ def initialise(settings: Settings, user: str | None = None) -> None:
     directories to have root chown ``/etc``): each path is opened with ``O_NOFOLLOW`` and
     changed through the descriptor; a link, a hard-linked file or a file owned by neither
     root nor the service user is refused (:class:`wmproxy.security.nofollow.UnsafePathError`).
+    Every path is checked so before the first is created or changed: a refusal changes
+    nothing. A path of a plain account refused (run without ``--user`` on a deployment made
+    with it) names ``--user <that account>``.
 
     Args:
         settings: the service's settings.
@@ -132,15 +159,66 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 
     Raises:
         ConfigError: unknown ``user``, or not root and ``user`` is someone else; a path
-            that is a link, of the wrong type or another user's (UnsafePathError).
+            that is a link, of the wrong type or another user's.
         OSError: a directory or file cannot be created, chmod-ed or chown-ed.
         ValueError: the existing store key file holds no Fernet key.
         StoreStateError: the key file is missing for a database holding sealed data, or
             is not the database's key (the message names the fix).
     """
+    owner = service_account(user)
+    try:
+        _check_state_paths(settings, owner)  # all of them before anything is created or changed
+        _initialise(settings, owner)
+    except UnsafePathError as exc:
+        exc.args = (_with_user_hint(exc, owner),)
+        raise
+
+
+def _state_paths(settings: Settings) -> list[tuple[Path, bool]]:
+    """``(path, is a directory)`` of everything ``init`` creates or changes, in its order."""
+    key = Path(settings.security.store_key_file)
+    paths = [(Path(settings.sandbox.root), True), (Path(settings.execution.work_dir), True), (key.parent, True)]
+    db = sqlite_path(settings.database.url)
+    if db is not None:
+        paths += [(db.parent, True), (db, False), *((Path(f"{db}{suffix}"), False) for suffix in SQLITE_COMPANIONS),
+                  (Path(f"{db}.migrate-lock"), False)]
+    return [*paths, (key, False)]
+
+
+def _check_state_paths(settings: Settings, owner: tuple[int, int] | None) -> None:
+    """Open every path ``init`` will touch as it will (:func:`_settle`), creating nothing: a
+    link, a path of the wrong type or another user's is refused before any is created or
+    changed. A missing path is fine (``init`` creates it); the part of its way that exists was
+    checked as ``init`` walks it.
+
+    Raises:
+        UnsafePathError: as :func:`wmproxy.security.nofollow.open_state_path` says.
+    """
+    for path, directory in _state_paths(settings):
+        owners = () if path.name.endswith(".migrate-lock") else _uids(owner)  # as migration_lock opens it
+        with contextlib.suppress(FileNotFoundError):
+            os.close(open_state_path(path, directory=directory, owners=owners))
+
+
+def _with_user_hint(exc: UnsafePathError, owner: tuple[int, int] | None) -> str:
+    """The refusal, with the likelier cause first when the path is not a link but a plain
+    account's (a deployment initialised with ``--user``, run again without it or with another
+    user): name ``--user <that account>``."""
+    try:
+        found = os.lstat(exc.path)
+        account = pwd.getpwuid(found.st_uid).pw_name
+    except (OSError, KeyError):
+        return str(exc)
+    if stat.S_ISLNK(found.st_mode) or found.st_uid == 0 or (owner is not None and found.st_uid == owner[0]):
+        return str(exc)
+    return (f"{exc.path} belongs to {account}: if {account} is the service user, run "
+            f"`wmproxy-admin init --user {account}` (nothing was changed). {exc}")
+
+
+def _initialise(settings: Settings, owner: tuple[int, int] | None) -> None:
+    """:func:`initialise` once the account is known and the paths checked."""
     from wmproxy.services.storekey import record_store_key
 
-    owner = service_account(user)
     for directory, mode in ((settings.sandbox.root, SANDBOX_ROOT_MODE), (settings.execution.work_dir, WORK_ROOT_MODE)):
         _settle(Path(directory), mode, owner, directory=True, make=True)
     key = Path(settings.security.store_key_file)
@@ -216,7 +294,10 @@ def init(settings: Settings, user: str | None) -> None:
         initialise(settings, user)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"initialised: database {shown_url(settings.database.url)}, sandboxes in {settings.sandbox.root}")
+    except (OSError, SQLAlchemyError) as exc:  # a full or read-only file system, the database refusing
+        raise _failed("init", exc, settings.database.url) from None
+    shown = shown_database_url(settings.database.url)
+    click.echo(f"initialised: database {shown}, sandboxes in {settings.sandbox.root}")
     if user is None and os.geteuid() == 0:
         click.echo("warning: the state belongs to root (no --user): a service running as its own user, as the units "
                    "in deploy/ run it, cannot open it; run `wmproxy-admin init --user <service user>` to hand it over",
@@ -320,25 +401,28 @@ def migrate(settings: Settings, revision: str) -> None:
             # The state the configuration names is not there: refused (3) as the processes refuse a
             # missing SQLite file; e.g. no configuration was read and the default URL applied.
             db = sqlite_path(url)
-            where = f"{shown_url(url)} ({db.absolute()})" if db is not None else shown_url(url)
+            where = f"{shown_database_url(url)} ({db.absolute()})" if db is not None else shown_database_url(url)
             raise StoreStateError(f"no wmproxy database at {where}: `wmproxy-admin init` creates one"
                                   f"{no_config_note(settings)}")
     except ConfigError as exc:  # that refusal, or the database unreachable (1)
         refuse(exc, prefix="")
-    _refuse_downgrade(url, revision)
     try:
-        upgrade_database(settings, revision)
-    except CommandError as exc:  # an unknown revision: nothing was run
-        raise click.ClickException(f"cannot migrate to {revision!r}: {exc}") from None
-    except ConfigError as exc:  # the migration lock file is a link or another user's
-        raise click.ClickException(str(exc)) from None
-    try:
-        record_store_key(settings, create=False)
-    except StoreStateError as exc:
-        click.echo(f"warning: {exc}", err=True)
-    current, head = schema_revisions(url)
+        _refuse_downgrade(url, revision)
+        try:
+            upgrade_database(settings, revision)
+        except CommandError as exc:  # an unknown revision: nothing was run
+            raise click.ClickException(f"cannot migrate to {revision!r}: {exc}") from None
+        except ConfigError as exc:  # the migration lock file is a link or another user's
+            raise click.ClickException(str(exc)) from None
+        try:
+            record_store_key(settings, create=False)
+        except StoreStateError as exc:
+            click.echo(f"warning: {exc}", err=True)
+        current, head = schema_revisions(url)
+    except (OSError, SQLAlchemyError) as exc:  # a full or read-only file system, the database refusing
+        raise _failed("migrate", exc, url) from None
     newest = " (the newest)" if current == head else f" (the newest is {head})"
-    click.echo(f"database {shown_url(url)}: at revision {current}{newest}")
+    click.echo(f"database {shown_database_url(url)}: at revision {current}{newest}")
 
 
 @cli.command("rotate-store-key")

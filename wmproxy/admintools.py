@@ -432,11 +432,12 @@ _NEED_SCHEMA = ("store key", "sealed rows")
 
 def _checks(settings: Settings, user: pwd.struct_passwd | None = None) -> list[tuple[str, Callable[[], str]]]:
     from wmproxy.monitoring import health
-    from wmproxy.security.filemodes import check_private_files, private_files
+    from wmproxy.security.filemodes import check_private_file, private_files
     from wmproxy.services.storekey import check_schema, check_store_key, unopenable_sealed
 
-    def modes() -> str:
-        check_private_files(settings)
+    def modes() -> str:  # the host key's mode is the "host key" check's (health.host_pair_problem)
+        for path in private_files(settings):
+            check_private_file(path)
         present = [str(path) for path in private_files(settings) if path.exists()]
         if not present:
             return "no store key and no SQLite database file yet: nothing to check (wmproxy-admin init makes them)"

@@ -43,6 +43,47 @@ NAMESPACE_MODES = ("eugridpma_globus", "eugridpma_globus_require", "eugridpma_an
                    "eugridpma_and_globus_require", "ignore")
 
 
+#: The longest duration a setting may give, in seconds (100 years): ages, periods and timeouts
+#: are added to or taken from the current time, and a datetime ends at the year 9999 (an age of
+#: 10^11 s made every purge pass fail with OverflowError).
+MAX_DURATION = 100 * 365 * 86400
+#: The largest count a setting may give that is sent to the database as a row count (a
+#: ``LIMIT``): PostgreSQL's ``integer``.
+MAX_ROW_COUNT = 2**31 - 1
+#: The largest integer any setting may give: SQLite's ``INTEGER`` and PostgreSQL's ``bigint``
+#: (a larger one cannot be sent to the database at all).
+MAX_SETTING_INT = 2**63 - 1
+
+#: The settings that are durations (seconds), per section: each is at most :data:`MAX_DURATION`.
+DURATIONS: dict[str, tuple[str, ...]] = {
+    "database": ("ping_after_idle",),
+    "security": ("min_proxy_lifetime",),
+    "execution": ("poll_interval", "heartbeat_lease", "kill_grace"),
+    "jobs": ("min_perusal_interval",),
+    "renewal": ("cycle", "threshold", "lifetime", "timeout", "voms_lifetime"),
+    "mapping": ("lease_idle_time",),
+    "load": ("sample_interval", "handshake_timeout", "io_timeout"),
+    "brokering": ("match_retry_period", "expiry_period", "ce_state_max_age", "cycle_match_cpu", "owner_match_cpu"),
+    "slurm": ("refresh_interval", "max_pending", "default_wall_time", "submit_settle"),
+    "purge": ("interval", "final_age", "forced_age", "registered_age", "request_age", "delegation_grace",
+              "tombstone_age", "pass_time"),
+    "inspection": ("time_limit", "pickup_timeout", "agent_delay", "retention"),
+    "metrics": ("crl_grace", "sandbox_scan_interval", "timeout"),
+}
+
+
+def _check_durations(section: str, area: object) -> None:
+    """Refuse a duration of ``area`` (``[section]``, :data:`DURATIONS`) over :data:`MAX_DURATION`.
+
+    Raises:
+        ConfigError: naming the key, its value and the bound.
+    """
+    for name in DURATIONS[section]:
+        value = getattr(area, name)
+        if value > MAX_DURATION:
+            raise ConfigError(f"[{section}] {name} = {value:g}: at most {MAX_DURATION} seconds (100 years)")
+
+
 @dataclass(frozen=True)
 class DatabaseSettings:
     """The job store (``[database]`` section).
@@ -53,8 +94,9 @@ class DatabaseSettings:
             ``postgresql://`` and ``postgres://`` are taken as ``postgresql+psycopg://``, the
             driver installed; another scheme is refused at start;
             ``%`` is taken literally, so a password may be percent-encoded, e.g. ``%40``). A
-            file holding a password must not be readable by others (0640 at most: every
-            process refuses it).
+            file holding a password (in the user part, or a ``password`` or ``sslpassword``
+            query parameter, which libpq uses too) must not be readable by others (0640 at
+            most: every process refuses it); messages show the URL with them as ``***``.
             The default, ``sqlite:///wmproxy.db``, is relative to the working directory:
             set it in every deployment.
         ping_after_idle: seconds a pooled PostgreSQL connection may stay unused before its
@@ -67,6 +109,7 @@ class DatabaseSettings:
     ping_after_idle: float = 5.0
 
     def __post_init__(self) -> None:
+        _check_durations("database", self)
         object.__setattr__(self, "url", database_url(self.url))
         if not 0 <= self.ping_after_idle < float("inf"):
             raise ConfigError("[database] ping_after_idle: seconds, 0 or more")
@@ -97,6 +140,50 @@ def database_url(url: str) -> str:
     raise ConfigError(f"[database] url: {given} is not supported: use sqlite:////path/to/wmproxy.db or "
                       "postgresql+psycopg://user:password@host/database (postgresql:// and postgres:// are taken "
                       "as postgresql+psycopg://)")
+
+#: Query parameters of a ``[database] url`` that hold a secret: libpq takes ``password`` as the
+#: password (beside the one of the user part) and ``sslpassword`` as the client key's passphrase.
+#: (``passfile`` only names a file, which libpq ignores when group or others may read it.)
+SECRET_URL_PARAMETERS = ("password", "sslpassword")
+
+
+def _secret_parameters(url: str) -> tuple[Any, list[str]]:
+    """SQLAlchemy's parse of ``url`` (what the engine connects with; imported here, only the
+    server stack reads ``[database]``) and the names of its :data:`SECRET_URL_PARAMETERS`
+    query parameters; ``(None, [])`` for a value it cannot parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None, []
+    return parsed, [name for name in parsed.query if name.lower() in SECRET_URL_PARAMETERS]
+
+
+def database_url_secret(url: str) -> bool:
+    """Whether ``url`` holds a secret: a password in its user part or a :data:`SECRET_URL_PARAMETERS`
+    query parameter (``postgresql+psycopg://wmproxy@host/db?password=...``: libpq uses it)."""
+    parsed, secret = _secret_parameters(url)
+    try:
+        password = urlsplit(url).password  # also where SQLAlchemy cuts the user part elsewhere
+    except ValueError:
+        password = None
+    return bool(secret) or bool(password) or bool(parsed is not None and parsed.password)
+
+
+def shown_database_url(url: str) -> str:
+    """``url`` as a message or a command may show it: the password of the user part and the
+    values of the :data:`SECRET_URL_PARAMETERS` query parameters replaced by ``***``; only the
+    scheme of a value SQLAlchemy cannot parse. Every place that prints a database URL uses it."""
+    parsed, secret = _secret_parameters(url)
+    if parsed is None:
+        return f"{url.partition('://')[0]}://***"
+    shown = str(parsed.difference_update_query(secret).render_as_string(hide_password=True))
+    if secret:
+        shown += ("&" if parsed.query.keys() - set(secret) else "?") + "&".join(f"{name}=***" for name in secret)
+    return shown
+
 
 #: Bounds of ``[security] delegation_key_bits``. The minimum is the CLI's
 #: (``wmproxy.security.proxy.MIN_REQUEST_RSA_BITS``, which refuses to sign a request for a
@@ -167,6 +254,7 @@ class SecuritySettings:
     namespace_mode: str = "eugridpma_globus"
 
     def __post_init__(self) -> None:
+        _check_durations("security", self)
         if not MIN_DELEGATION_KEY_BITS <= self.delegation_key_bits <= MAX_DELEGATION_KEY_BITS:
             raise ConfigError(
                 f"[security] delegation_key_bits: {self.delegation_key_bits} is outside"
@@ -333,6 +421,7 @@ class ExecutionSettings:
     max_job_memory: int = 0
 
     def __post_init__(self) -> None:
+        _check_durations("execution", self)
         if self.heartbeat_lease <= 0 or self.poll_interval <= 0:
             raise ConfigError("[execution] heartbeat_lease and poll_interval: must be positive")
         if self.kill_grace < 0 or self.max_running < 1:
@@ -375,6 +464,7 @@ class JobsSettings:
     ce_catalogue: str = ""
 
     def __post_init__(self) -> None:
+        _check_durations("jobs", self)
         for name in ("quota_soft_limit", "quota_hard_limit", "max_perusal_files", "min_perusal_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"[jobs] {name}: must not be negative")
@@ -567,6 +657,7 @@ class RenewalSettings:
     voms_lifetime: int = 12 * 3600
 
     def __post_init__(self) -> None:
+        _check_durations("renewal", self)
         by_vo: Mapping[str, str] | str = self.myproxy_servers_by_vo
         parsed = parse_vo_servers(by_vo) if isinstance(by_vo, str) else checked_vo_servers(by_vo)
         object.__setattr__(self, "myproxy_servers_by_vo", parsed)
@@ -622,6 +713,7 @@ class MappingSettings:
     lease_idle_time: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
+        _check_durations("mapping", self)
         if self.mode not in ("none", "gridmap"):
             raise ConfigError(f"[mapping] mode: expected none or gridmap, not {self.mode!r}")
         if self.lease_idle_time < 0:
@@ -789,6 +881,7 @@ class LoadSettings:
     io_timeout: float = 60.0
 
     def __post_init__(self) -> None:
+        _check_durations("load", self)
         thresholds = ("load1", "load5", "load15", "memory_usage", "swap_usage", "disk_usage", "free_fds",
                       "queued_jobs", "max_live_jobs", "max_jobs_per_submission")
         for name in thresholds:
@@ -843,6 +936,7 @@ class BrokeringSettings:
     owner_match_cpu: float = 3.0
 
     def __post_init__(self) -> None:
+        _check_durations("brokering", self)
         if min(self.match_retry_period, self.expiry_period, self.ce_state_max_age) <= 0:
             raise ConfigError("[brokering] match_retry_period, expiry_period and ce_state_max_age: must be positive")
         if min(self.max_retry_count, self.max_shallow_retry_count) < 0 or self.fuzzy_factor < 0:
@@ -901,6 +995,7 @@ class SlurmSettings:
     submit_settle: float = 330.0
 
     def __post_init__(self) -> None:
+        _check_durations("slurm", self)
         if self.refresh_interval <= 0:
             raise ConfigError("[slurm] refresh_interval: must be positive")
         if self.max_submitted < 1:
@@ -955,7 +1050,8 @@ class PurgeSettings:
 
     Raises:
         ConfigError: a non-positive interval, batch, pass_time, final_age, forced_age or
-            registered_age, or a negative age.
+            registered_age, or a negative age; an age, interval or pass_time over 100 years
+            (:data:`MAX_DURATION`), a batch over 2^31 - 1.
     """
 
     enabled: bool = True
@@ -970,8 +1066,11 @@ class PurgeSettings:
     pass_time: float = 5.0
 
     def __post_init__(self) -> None:
+        _check_durations("purge", self)
         if self.interval <= 0 or self.batch <= 0 or self.pass_time <= 0:
             raise ConfigError("[purge] interval, batch and pass_time: must be positive")
+        if self.batch > MAX_ROW_COUNT:
+            raise ConfigError(f"[purge] batch = {self.batch}: at most {MAX_ROW_COUNT} (jobs read per query)")
         for name in ("final_age", "forced_age", "registered_age"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"[purge] {name} = {getattr(self, name):g}: must be positive (seconds); 0 would "
@@ -1024,6 +1123,7 @@ class InspectionSettings:
     max_requests_per_user: int = 500
 
     def __post_init__(self) -> None:
+        _check_durations("inspection", self)
         if self.mode not in ("off", "allow-list", "any"):
             raise ConfigError(f"[inspection] mode: expected off, allow-list or any, not {self.mode!r}")
         if min(self.time_limit, self.output_cap, self.pickup_timeout, self.retention, self.max_requests_per_job,
@@ -1080,6 +1180,7 @@ class MetricsSettings:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
+        _check_durations("metrics", self)
         try:
             parse_host_port(self.bind, DEFAULT_METRICS_PORT)
         except ValueError as exc:
@@ -1131,13 +1232,17 @@ def _convert(value: str, target: Any, where: str) -> Any:
     """``value`` (text from the file or the environment) as the field type ``target``.
 
     Raises:
-        ConfigError: not an integer, a finite number or a boolean where one is expected.
+        ConfigError: not an integer (of at most :data:`MAX_SETTING_INT`), a finite number or a
+            boolean where one is expected.
     """
     if target == "Mapping[str, str]":
         return parse_vo_servers(value, where)
     try:
         if target is int or target == "int":
-            return int(value)
+            integer = int(value)
+            if abs(integer) <= MAX_SETTING_INT:
+                return integer
+            raise OverflowError(value)  # no integer setting is meant to be that large (nor can go to the database)
         if target is float or target == "float":
             number = float(value)
             if not math.isfinite(number):
@@ -1149,6 +1254,8 @@ def _convert(value: str, target: Any, where: str) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
+    except OverflowError:
+        raise ConfigError(f"{where}: {value!r} is out of range: at most {MAX_SETTING_INT}") from None
     except ValueError as exc:
         raise ConfigError(f"{where}: cannot convert {value!r} to {target}") from exc
     return value
@@ -1171,20 +1278,15 @@ def env_name(section: str, key: str) -> str:
 
 
 def _check_password_exposure(path: Path, parser: configparser.ConfigParser) -> None:
-    """Refuse a configuration file whose ``[database] url`` holds a password while every
-    local user may read the file: a job running as a pool account would get the database
-    (every job, delegation, lease and ACL) with it.
+    """Refuse a configuration file whose ``[database] url`` holds a password (in its user part
+    or as a query parameter: :func:`database_url_secret`) while every local user may read the
+    file: a job running as a pool account would get the database (every job, delegation, lease
+    and ACL) with it.
 
     Raises:
         ConfigError: the file is readable by others (the message names the file and the fixes).
     """
-    if not parser.has_option("database", "url"):
-        return
-    try:
-        password = urlsplit(parser.get("database", "url")).password
-    except ValueError:  # not a URL urlsplit can take: SQLAlchemy refuses it later, with its reason
-        return
-    if not password:
+    if not parser.has_option("database", "url") or not database_url_secret(parser.get("database", "url")):
         return
     try:
         mode = stat.S_IMODE(path.stat().st_mode)

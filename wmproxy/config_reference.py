@@ -44,8 +44,10 @@ and the defaults apply; a process that then finds no database or store key says 
 The process refuses to start, naming the culprit and where its value came from (the file or the
 variable), on an unknown section, an unknown key, an unknown `WMPROXY_<SECTION>_<KEY>` variable
 of a known section, a value of the wrong type (integers, finite numbers, booleans
-`true/false/yes/no/on/off/1/0`) or out of its range; it exits with status 2 (a refusal for the
-state it finds, such as another store key, exits with 3: `docs/keys-and-lifecycle.md`).
+`true/false/yes/no/on/off/1/0`) or out of its range (every duration in seconds is at most
+100 years, 3153600000; every integer at most 2^63 - 1; `[purge] batch` at most 2^31 - 1); it
+exits with status 2 (a refusal for the state it finds, such as another store key, exits with 3:
+`docs/keys-and-lifecycle.md`).
 Values are taken literally: `%` is not special, so a percent-encoded database password
 (`%40` for `@`) works as written. A comment (`#` or `;`) takes a line of its own: after a value
 it is part of the value. There is no `[DEFAULT]` section.

@@ -100,6 +100,7 @@ def test_host_credentials_that_cannot_be_loaded_stop_the_start_naming_the_file(
     assert refusal(capsys).startswith(f"wmproxy: refusing to start: cannot read the host key {key}: No such file or "
                                       "directory")
     key.write_bytes(b"not a key\n")
+    key.chmod(0o600)  # made again with the umask's mode: a key others may read is refused first
     assert f"the host certificate {cert} and key {key} cannot be loaded" in refusal(capsys)
     key.write_bytes(good)
     monkeypatch.setenv("WMPROXY_SECURITY_CA_DIR", str(tmp_path / "no-ca-dir"))

@@ -37,7 +37,14 @@ def run_migrations_online() -> None:
                 # references it (events, queue, ACLs). The pragma only works outside a transaction,
                 # so it goes to the driver before the migration's BEGIN.
                 connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+            # One transaction for the whole run on every database: Alembic takes SQLite's DDL as
+            # not transactional and commits each revision, so a run stopped by a full disk left
+            # the database between revisions (at one the code it replaced calls newer). SQLite's
+            # DDL is transactional, the batch copies (create, copy, drop, rename) too; the one
+            # statement that is not, the foreign_keys pragma, went above. The transaction is the
+            # engine's BEGIN IMMEDIATE (wmproxy.store.engine).
+            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                              transactional_ddl=True)
             with context.begin_transaction():
                 context.run_migrations()
     finally:  # also after a failed run (an unknown revision): no connection left to the garbage collector

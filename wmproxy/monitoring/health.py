@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from wmproxy.config import Settings, parse_host_port
 from wmproxy.renewal.connect import connect_within, getaddrinfo_within
 from wmproxy.security import ca_policy
+from wmproxy.security.filemodes import FileModeError, check_host_key_mode
 from wmproxy.services.storekey import account_name
 from wmproxy.store.migrations import head_revision
 
@@ -311,10 +312,16 @@ def host_pair_problem(host_cert: str | Path, host_key: str | Path, user: pwd.str
     """Why the host certificate and key cannot be the TLS server's pair, as the service loads
     them (:func:`load_host_pair`): a file that this process's user (or ``user``:
     :func:`unreadable_file`) cannot read, that is not PEM, an encrypted key, a key that does not
-    match the certificate; None when they load. The text names the file(s)."""
+    match the certificate, a key that group or others may read (every process refuses to
+    start then: :func:`wmproxy.security.filemodes.check_host_key_mode`); None when they load.
+    The text names the file(s)."""
     for path, what in ((host_cert, "host certificate"), (host_key, "host key")):
         if (problem := unreadable_file(path, what, user)) is not None:
             return problem
+    try:
+        check_host_key_mode(host_key)
+    except FileModeError as exc:
+        return f"the host key {exc}"
     try:
         load_host_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), host_cert, host_key)
     except ssl.SSLError as exc:

@@ -6,6 +6,9 @@ accounts. What keeps a job away from the service's secrets is file modes, so a
 process refuses to start when one of these files is readable by group or others:
 
 * the store key (``[security] store_key_file``), which unseals every stored proxy;
+* the host key (``[security] host_key``): whoever reads it can pose as the service, to clients
+  and to MyProxy as the authorised renewer (the fix named is ``chmod 400``: ``init`` does not
+  make or change it);
 * the SQLite database file and, when present, its ``-wal``, ``-shm`` and ``-journal``
   companions (a PostgreSQL database has no file here).
 
@@ -21,6 +24,7 @@ above.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -43,13 +47,18 @@ class FileModeError(ConfigError):
         mode: its permission bits (e.g. ``0o644``).
     """
 
-    def __init__(self, path: Path, mode: int) -> None:
+    def __init__(self, path: Path, mode: int, fix: str | None = None) -> None:
         self.path = path
         self.mode = mode
         super().__init__(
             f"{path} is accessible to group/others (mode {mode:04o}); it must be readable by the service user only. "
-            f"Fix: chmod 600 {path}  (or run: wmproxy-admin init)"
+            f"Fix: {fix or f'chmod 600 {path}  (or run: wmproxy-admin init)'}"
         )
+
+
+def host_key_fix(path: str | Path) -> str:
+    """The fix :class:`FileModeError` names for the host key (``init`` does not manage it)."""
+    return f"chmod 400 {path}  (a copy owned by the service user: docs/operations.md)"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -75,8 +84,9 @@ def private_files(settings: Settings) -> list[Path]:
     return files
 
 
-def check_private_file(path: Path) -> None:
-    """Raise :class:`FileModeError` if ``path`` exists and any group/other bit is set.
+def check_private_file(path: Path, fix: str | None = None) -> None:
+    """Raise :class:`FileModeError` (naming ``fix``, default ``chmod 600``) if ``path`` exists
+    and any group/other bit is set.
 
     Raises:
         FileModeError: mode & 0o077 is not 0.
@@ -87,22 +97,36 @@ def check_private_file(path: Path) -> None:
     except FileNotFoundError:
         return
     if mode & 0o077:
-        raise FileModeError(path, mode)
+        raise FileModeError(path, mode, fix)
+
+
+def check_host_key_mode(host_key: str | Path) -> None:
+    """The host key's mode as :func:`check_private_file` judges it, the fix ``chmod 400``.
+    A key this process cannot even examine is left to the TLS checks, which name the file and
+    its owner (:func:`wmproxy.monitoring.health.host_pair_problem`).
+
+    Raises:
+        FileModeError: group or others have access to it.
+    """
+    with contextlib.suppress(PermissionError):
+        check_private_file(Path(host_key), host_key_fix(host_key))
 
 
 def check_private_files(settings: Settings) -> None:
-    """Refuse to start when the store key or the SQLite database (with its ``-wal``/``-shm``)
-    is accessible to group or others; the first offending file is reported.
+    """Refuse to start when the store key, the SQLite database (with its ``-wal``/``-shm``) or
+    the host key is accessible to group or others; the first offending file is reported.
 
     Called at the start of gunicorn's application (``wmproxy.soap.app``), the renewal
     worker, the execution worker and every ``wmproxy-admin`` command except ``init``.
 
     Raises:
         FileModeError: a file's mode allows group/other access; the message names the
-            file and the fix (``chmod 600 <file>`` or ``wmproxy-admin init``).
+            file and the fix (``chmod 600 <file>`` or ``wmproxy-admin init``; ``chmod 400``
+            for the host key).
     """
     for path in private_files(settings):
         check_private_file(path)
+    check_host_key_mode(settings.security.host_key)
 
 
 def unmapped_exposure(settings: Settings) -> str | None:

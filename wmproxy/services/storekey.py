@@ -18,11 +18,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from wmproxy.config import ConfigError, Settings, no_config_note
+from wmproxy.config import ConfigError, Settings, no_config_note, shown_database_url
 from wmproxy.domain import utcnow
 from wmproxy.errors import WMProxyError
 from wmproxy.security.filemodes import sqlite_path
@@ -109,10 +109,10 @@ def check_schema(settings: Settings) -> None:
 
 def unreachable_database(url: str, exc: Exception) -> str:
     """The refusal of a process whose database cannot be reached: the database named (its URL
-    without a password) and the first line of the error; for SQLite the file's and its
-    directory's owner and mode, and the user this process runs as (a restore that left a
-    root-owned file: the fix is a ``chown``)."""
-    shown = make_url(url).render_as_string(hide_password=True)
+    without its secrets: :func:`wmproxy.config.shown_database_url`) and the first line of the
+    error; for SQLite the file's and its directory's owner and mode, and the user this process
+    runs as (a restore that left a root-owned file: the fix is a ``chown``)."""
+    shown = shown_database_url(url)
     message = f"the database {shown} cannot be reached: {str(exc).splitlines()[0]}"
     db = sqlite_path(url)
     if db is None:
