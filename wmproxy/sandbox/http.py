@@ -95,6 +95,12 @@ Authorize = Callable[[dict[str, Any], str, str], None]
 on the job area ``job_rel_dir`` (``SandboxDir/Ab/<job dir>``), else raise a WMProxyError
 (AuthenticationError/AuthorizationError → 403, JobNotFoundError → 404)."""
 
+Admit = Callable[[dict[str, Any], str], object]
+"""``admit(environ, method)``: return if the caller is authenticated and admitted by the site
+(``[security] authorized_users``), else raise (AuthenticationError, NotAdmittedError → 403, and the
+connection is closed without reading the rest of the request). Called first, before the path is
+parsed: a refusal of the path must not read the body of a caller the site does not admit."""
+
 InputLimit = Callable[[str], int]
 """``input_limit(job_rel_dir)``: bytes the job's ``input/`` may still take."""
 
@@ -167,6 +173,7 @@ class SandboxApp:
         storage: the sandbox storage; URL paths are ``/<storage.dir_name>/...``.
         authorize: called as ``authorize(environ, job_rel_dir, method)`` before any
             file of the job is looked at; raises a WMProxyError to refuse.
+        admit: ``admit(environ, method)`` before anything else (:data:`Admit`); default none.
         input_limit: ``input_limit(job_rel_dir)`` → bytes the job's input sandbox may
             still take (e.g. MaxInputSandboxSize − current input size). When a PUT
             replaces a file, that file's current size is added back.
@@ -184,12 +191,14 @@ class SandboxApp:
         *,
         authorize: Authorize,
         input_limit: InputLimit,
+        admit: Admit | None = None,
         check_new_file: NewFileCheck | None = None,
         max_name_bytes: int = NAME_MAX,
         record_bytes: RecordBytes | None = None,
     ) -> None:
         self.storage = storage
         self.authorize = authorize
+        self.admit = admit
         self.input_limit = input_limit
         self.check_new_file = check_new_file or (lambda rel_dir: None)
         self.max_name_bytes = max_name_bytes
@@ -214,16 +223,17 @@ class SandboxApp:
             response = _text(500, f"Internal server error (error id {error_id})")
         response.headers.extend(SANDBOX_HEADERS)
         response.headers.setdefault("Content-Security-Policy", FILE_CSP)
-        if response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
-            if refused_caller:  # not read at its pace: answered, then the connection closed
-                close_connection(environ)
-            else:
-                _drain(request)
+        if refused_caller:  # whatever the method: its body is not read at its pace, answered and closed
+            close_connection(environ)
+        elif response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
+            _drain(request)  # an admitted client still sending reads its answer (MAX_DRAIN)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
         """Handle one request; raises WMProxyError subclasses for refusals."""
         method = request.method
+        if self.admit is not None:  # before the path: its refusal drains the body of an admitted caller only
+            self.admit(request.environ, method)
         if method not in ALLOWED_METHODS:
             raise _HttpError(405, f"Method {method} not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
         rel_path = request.path[1:]  # werkzeug collapses leading slashes to one

@@ -682,3 +682,27 @@ def _refuse_count() -> None:
     from wmproxy.errors import SandboxFileCountError
 
     raise SandboxFileCountError("The maximum number of input sandbox files is reached")
+
+
+class TestCallersTheSiteRefuses:
+    """``admit`` runs before the path is parsed: a caller the site does not admit is refused
+    (403) whatever the path, and its body is not read (docs/load.md)."""
+
+    @pytest.mark.parametrize("path", [f"{INPUT}/bad%01name", "/SandboxDir/zz", f"{INPUT}/ok"])
+    @pytest.mark.parametrize("method", ["PUT", "GET", "DELETE"])
+    def test_refused_before_the_path_and_the_body(self, storage: FilesystemSandboxStorage,
+                                                  authorizer: FakeAuthorizer, path: str, method: str) -> None:
+        from wmproxy.services.authz import NotAdmittedError
+
+        admitted: list[str] = []
+
+        def admit(environ: dict[str, Any], method: str) -> None:
+            admitted.append(method)
+            raise NotAdmittedError("user not authorized")
+
+        body = io.BytesIO(b"x" * 1000)
+        client = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda _d: MAX_INPUT, admit=admit))
+        response = client.open(path, method=method, input_stream=body, content_length=1000, headers=OWNER)
+        assert response.status_code == 403, response.get_data(as_text=True)
+        assert admitted == [method]
+        assert body.tell() == 0  # not drained
