@@ -10,6 +10,9 @@ its deadline only between reads: about 25 minutes a connection at a byte every 1
 dripping connections as request threads stopped the service. Now the caller is admitted before
 the path is looked at, and every answer that leaves body bytes unread closes its connection.
 
+The module also sends the edge the malformed requests of the same review (a malformed chunked
+upload, a MOVE to a path longer than PATH_MAX): each is the client's fault, a 400, never a 500.
+
 Every wait is for a condition with a generous deadline; no duration is asserted.
 """
 
@@ -160,3 +163,37 @@ def test_dripped_bodies_of_a_refused_caller_do_not_hold_the_threads(
         head = answer.partition(b"\r\n\r\n")[0].lower()
         assert head.startswith((b"http/1.1 4", b"http/1.1 200")), answer[:400]
         assert b"connection: close" in head, answer[:400]
+
+
+def alice_answer(deployment: Deployment, pki: Pki, request: bytes) -> bytes:
+    """What the service sends alice on a connection of her own for ``request`` until it closes it
+    (or :data:`PATIENCE` seconds)."""
+    raw = socket.create_connection(("127.0.0.1", deployment.port), timeout=PATIENCE)
+    with tls_client_context(pki.ca_dir, pki.users["alice"].proxy).wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(request)
+        received = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                received += chunk
+                if b"\r\n\r\n" in received and b"connection: close" not in received.lower():
+                    head, _, body = received.partition(b"\r\n\r\n")
+                    length = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                              if line.startswith(b"content-length:")]
+                    if length and len(body) >= length[0]:
+                        break
+    return received
+
+
+def test_a_malformed_chunked_upload_is_a_400(deployment: Deployment, pki: Pki, job_path: str) -> None:
+    """A chunk size that is not hexadecimal: gunicorn's InvalidChunkSize escaped as a 500 with a
+    traceback in the log."""
+    answer = alice_answer(deployment, pki, (
+        f"PUT {job_path}/bad.bin HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode() + b"10\r\n" + b"y" * 16 + b"\r\nzz\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:400]
+    assert b"truncated or malformed request body" in body
+    alice = reference_client(deployment.endpoint, pki.users["alice"].proxy, pki.ca_dir)
+    service = urlsplit(deployment.endpoint)
+    assert alice.session.head(f"{service.scheme}://{service.netloc}{job_path}/bad.bin",
+                              timeout=PATIENCE).status_code == 404

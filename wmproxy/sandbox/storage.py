@@ -1297,7 +1297,8 @@ class FilesystemSandboxStorage:
         Raises:
             QuotaExceededError: ``length`` or the bytes received exceed ``limit``; checked
                 before reading when ``length`` is known. Nothing is left on disk.
-            InvalidArgumentError: the stream ended before ``length`` bytes arrived.
+            InvalidArgumentError: the stream ended before ``length`` bytes arrived, or a read of
+                it failed (a connection cut, a malformed chunk: the request, not the disk).
             SandboxError: the file cannot be written.
         """
         path = Path(path)
@@ -1314,7 +1315,7 @@ class FilesystemSandboxStorage:
                     want = CHUNK_SIZE if length is None else min(CHUNK_SIZE, length - total)
                     if want <= 0:
                         break
-                    chunk = stream.read(want)
+                    chunk = _read_body(stream, want, path)
                     if not chunk:
                         break
                     total += len(chunk)
@@ -1341,6 +1342,20 @@ class FilesystemSandboxStorage:
             _unlink_quietly(tmp)
             raise
         return total
+
+
+def _read_body(stream: ReadableStream, size: int, path: Path) -> bytes:
+    """``stream.read(size)``; whatever a read raises (the server's NoMoreData, an OSError, for a
+    request cut off; its InvalidChunkSize for a malformed chunked body) is the request's fault.
+    A BaseException (a stalled client's PeerStalledError) passes as it is.
+
+    Raises:
+        InvalidArgumentError: the read failed.
+    """
+    try:
+        return stream.read(size)
+    except Exception as exc:
+        raise InvalidArgumentError(f"Upload of {path.name}: truncated or malformed request body") from exc
 
 
 def _too_big(path: Path, limit: int) -> QuotaExceededError:

@@ -706,3 +706,21 @@ class TestCallersTheSiteRefuses:
         assert response.status_code == 403, response.get_data(as_text=True)
         assert admitted == [method]
         assert body.tell() == 0  # not drained
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_whose_read_fails_is_a_400(client: Client, storage: FilesystemSandboxStorage, chunked: bool) -> None:
+    """The server's read of a cut or malformed body raises (gunicorn's NoMoreData, InvalidChunkSize):
+    the request's fault, 400, not a 500 with a traceback; nothing stored."""
+    from gunicorn.http.errors import InvalidChunkSize  # type: ignore[import-untyped]
+
+    class Malformed(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise InvalidChunkSize(b"zz")
+
+    headers = {**OWNER, "Transfer-Encoding": "chunked"} if chunked else OWNER
+    kw: dict[str, Any] = {"environ_overrides": {"wsgi.input_terminated": True}} if chunked else {"content_length": 3}
+    response = client.put(f"{INPUT}/f", input_stream=Malformed(b"xyz"), headers=headers, **kw)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "truncated or malformed request body" in response.get_data(as_text=True)
+    assert not (_area(storage, "input") / "f").exists()

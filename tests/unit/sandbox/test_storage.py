@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+from gunicorn.http.errors import InvalidChunkSize, NoMoreData  # type: ignore[import-untyped]
 
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from tests.support import WAIT_TIMEOUT, flock_waiters, start_thread, wait_for
@@ -294,6 +295,36 @@ class TestStreamInto:
         input_dir = _written(storage, JOB) / "input"
         with pytest.raises(InvalidArgumentError, match="truncated"):
             storage.stream_into(input_dir / "f", io.BytesIO(b"abc"), 10, limit=100)
+        assert os.listdir(input_dir) == []
+
+    @pytest.mark.parametrize("failure", [NoMoreData(b""), InvalidChunkSize(b"zz"), ValueError("bad chunk")])
+    @pytest.mark.parametrize("length", [10, None])
+    def test_a_read_that_fails_is_the_requests_fault(self, storage: FilesystemSandboxStorage,
+                                                     failure: Exception, length: int | None) -> None:
+        """gunicorn's NoMoreData (an OSError: the request cut off) and InvalidChunkSize (a malformed
+        chunked body) were a SandboxError ("Unable to store f: None") or escaped: a 500."""
+        input_dir = _written(storage, JOB) / "input"
+
+        class Failing(io.BytesIO):
+            def read(self, size: int | None = -1) -> bytes:
+                if self.tell():
+                    raise failure
+                return super().read(3)
+
+        with pytest.raises(InvalidArgumentError, match="truncated or malformed request body"):
+            storage.stream_into(input_dir / "f", Failing(b"x" * 10), length, limit=100)
+        assert os.listdir(input_dir) == []
+
+    def test_a_write_that_fails_is_a_sandbox_error(self, storage: FilesystemSandboxStorage,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        input_dir = _written(storage, JOB) / "input"
+
+        def fail(*args: object) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(storage_module.os, "replace", fail)
+        with pytest.raises(SandboxError, match="Unable to store f: Input/output error"):
+            storage.stream_into(input_dir / "f", io.BytesIO(b"abc"), 3, limit=100)
         assert os.listdir(input_dir) == []
 
 
