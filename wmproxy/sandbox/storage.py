@@ -310,6 +310,9 @@ def _copy_at_most(source: ReadableStream, out: BinaryIO, limit: int) -> int:
 
 NAME_MAX = 255
 """Bytes of one file name the file system takes (Linux ``NAME_MAX``)."""
+#: Bytes of a path the system calls take (Linux's PATH_MAX, its NUL included): a longer one
+#: fails with ENAMETOOLONG.
+PATH_MAX = 4096
 
 
 #: A control character (below U+0020, and DEL U+007F) in a name.
@@ -1105,9 +1108,13 @@ class FilesystemSandboxStorage:
                 directory or its fan-out directory should be.
             SandboxPathError: a syntactically bad path (see :meth:`split_path`), a
                 symlink anywhere below the root, or a non-directory in the middle.
+            SandboxNameError: the path on disk would be longer than :data:`PATH_MAX` (a MOVE's
+                Destination, deep long names): no system call could use it.
         """
         job_rel_dir, area, rest = self.split_path(rel_path)
         job_dir = self.root / job_rel_dir
+        if len(os.fsencode(job_dir.joinpath(area, *rest))) >= PATH_MAX:  # lstat: ENAMETOOLONG, a 500
+            raise SandboxNameError(f"Sandbox path too long: its path on the server has {PATH_MAX} bytes or more")
         current = self.root
         for i, name in enumerate([*job_rel_dir.split("/"), area]):
             current = current / name

@@ -724,3 +724,27 @@ def test_a_body_whose_read_fails_is_a_400(client: Client, storage: FilesystemSan
     assert response.status_code == 400, response.get_data(as_text=True)
     assert "truncated or malformed request body" in response.get_data(as_text=True)
     assert not (_area(storage, "input") / "f").exists()
+
+
+@pytest.mark.parametrize("method", ["MOVE", "PUT"])
+def test_a_path_longer_than_path_max_is_a_400(client: Client, storage: FilesystemSandboxStorage, method: str) -> None:
+    """16 names of 255 bytes below input/: more than PATH_MAX on disk (os.lstat's ENAMETOOLONG was
+    a 500 with a traceback)."""
+    names = [f"{i:02d}" + "n" * 253 for i in range(16)]
+    made = _area(storage, "input")
+    for name in names[:-1]:  # every directory there, as far as the file system lets it be made
+        try:
+            (made / name).mkdir()
+        except OSError:
+            break
+        made = made / name
+    _put(client, f"{INPUT}/a", b"1")
+    long_path = f"{INPUT}/" + "/".join(names)
+    if method == "MOVE":
+        response = client.open(f"{INPUT}/a", method="MOVE",
+                               headers={**OWNER, "Destination": f"https://wms:7443{long_path}"})
+    else:
+        response = _put(client, long_path, b"2")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "too long" in response.get_data(as_text=True)
+    assert (_area(storage, "input") / "a").read_bytes() == b"1"
