@@ -1191,9 +1191,10 @@ class FilesystemSandboxStorage:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
             reasons are ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a
             regular file"``, ``"outside the work directory"``, what
-            :func:`~wmproxy.domain.service_file` says of a reserved name, names escaped (:func:`shown_name`; a
-            file whose name is not UTF-8 is collected under that name, its URI percent-encodes
-            it); and ``(name, kept, size)`` of
+            :func:`~wmproxy.domain.service_file` says of a reserved name, ``"its destination name
+            cannot be served: ..."`` for a name the sandbox edge refuses (:func:`check_file_name`:
+            control characters, bytes that are not UTF-8, ``\\``: its download and its directory's
+            listing would fail), names escaped (:func:`shown_name`); and ``(name, kept, size)`` of
             each file truncated to the budget.
 
         Raises:
@@ -1234,6 +1235,12 @@ class FilesystemSandboxStorage:
                 source = open_confined(work_dir, entry)
             except ConfinementError as exc:
                 missing.append((shown_name(base), exc.reason))
+                continue
+            try:  # a name the edge refuses (a newline, bytes not UTF-8...) broke its download and the listing
+                check_file_name(name, what="output sandbox file name")
+            except SandboxNameError as exc:
+                os.close(source)
+                missing.append((shown_name(entry), f"its destination name cannot be served: {exc.message}"))
                 continue
             collected += 1
             stored[name] = entry

@@ -748,3 +748,15 @@ def test_a_path_longer_than_path_max_is_a_400(client: Client, storage: Filesyste
     assert response.status_code == 400, response.get_data(as_text=True)
     assert "too long" in response.get_data(as_text=True)
     assert (_area(storage, "input") / "a").read_bytes() == b"1"
+
+
+def test_a_listing_leaves_out_names_it_cannot_serve(client: Client, storage: FilesystemSandboxStorage) -> None:
+    """Names a collection stored before it refused them: not UTF-8 (``quote`` raised, a 500 for
+    the whole listing), a control character (its GET is a 400)."""
+    output = _area(storage, "output")
+    os.close(os.open(os.fsencode(output) + b"/\xffname.txt", os.O_CREAT | os.O_WRONLY, 0o600))
+    (output / "bad\nname.txt").write_bytes(b"x")
+    (output / "good.txt").write_bytes(b"x")
+    response = client.get(f"{OUTPUT}/", headers=OWNER)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True)) == ["good.txt"]

@@ -849,8 +849,9 @@ class TestOutputWildcards:
     ) -> None:
         """No name the job chose reaches a reason with a line-breaking or undecodable character
         as it is (a name that is not UTF-8 is a lone surrogate once decoded: the database driver
-        refused the reason naming it, and the worker died at each restart); a regular file whose
-        name is not UTF-8 is collected under its name, as before."""
+        refused the reason naming it, and the worker died at each restart). A regular file whose
+        name is not UTF-8 or holds a control character is not collected: the sandbox edge could
+        neither serve it (GET 404, 400) nor list its directory (a 500)."""
         _written(storage, JOB)
         work = tmp_path / "work"
         work.mkdir()
@@ -858,12 +859,19 @@ class TestOutputWildcards:
         (work / b"\xfe.o".decode("utf-8", "surrogateescape")).write_bytes(b"data")
         (work / "forged\n2026-12-06 ERROR x.o").symlink_to("nowhere")
         (work / "r\u00e9sum\u00e9.o").symlink_to("nowhere")
+        (work / "bad\nname.o").write_bytes(b"data")
+        (work / "r\u00e9sum\u00e9 2.o").write_bytes(b"data")
 
         collected = storage.collect_output_files(JOB, work, ("*.o",))
 
-        assert collected.missing == [("forged\\x0a2026-12-06 ERROR x.o", "symbolic link"),
-                                     ("r\u00e9sum\u00e9.o", "symbolic link"), ("\\udcff.o", "symbolic link")]
-        assert storage.output_files(JOB) == [(b"\xfe.o".decode("utf-8", "surrogateescape"), 4)]
+        refused = "its destination name cannot be served: Invalid output sandbox file name"
+        assert collected.missing == [
+            ("bad\\x0aname.o", f"{refused} 'bad\\\\nname.o': control characters are not allowed"),
+            ("forged\\x0a2026-12-06 ERROR x.o", "symbolic link"),
+            ("r\u00e9sum\u00e9.o", "symbolic link"),
+            ("\\udcfe.o", f"{refused} '\\\\udcfe.o': not valid Unicode"),
+            ("\\udcff.o", "symbolic link")]
+        assert storage.output_files(JOB) == [("r\u00e9sum\u00e9 2.o", 4)]
 
 
 class TestServiceFiles:
