@@ -17,8 +17,11 @@ collection and perusal refused it may have left in ``output/`` or ``peek/``, is 
 served there (:func:`~wmproxy.sandbox.storage.withheld`: 403), for the owner as for the readers the
 job's ACL admits. Statuses: 400 for a
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
-of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a
-path outside a sandbox, a refused caller (a limited proxy may only read), an upload over
+of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``), a path whose
+path on the server would reach PATH_MAX, and an upload body cut off or malformed (a bad chunk);
+403 for a caller the site does not admit (checked before the path is parsed; the connection is
+then closed, its body not read), a path outside a sandbox, a refused caller (a limited proxy may
+only read), an upload over
 ``[limits] max_input_sandbox_files`` (a directory counts as a file), a path with more than
 :data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
 ``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another
