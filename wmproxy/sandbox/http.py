@@ -17,8 +17,11 @@ collection and perusal refused it may have left in ``output/`` or ``peek/``, is 
 served there (:func:`~wmproxy.sandbox.storage.withheld`: 403), for the owner as for the readers the
 job's ACL admits. Statuses: 400 for a
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
-of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``); 403 for a
-path outside a sandbox, a refused caller (a limited proxy may only read), an upload over
+of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``), a path whose
+path on the server would reach PATH_MAX, and an upload body cut off or malformed (a bad chunk);
+403 for a caller the site does not admit (checked before the path is parsed; the connection is
+then closed, its body not read), a path outside a sandbox, a refused caller (a limited proxy may
+only read), an upload over
 ``[limits] max_input_sandbox_files`` (a directory counts as a file), a path with more than
 :data:`~wmproxy.sandbox.storage.MAX_PATH_DEPTH` (16) components below ``input/`` or
 ``output/``, or a MOVE of a directory; 404 for unknown jobs or files (also a file another
@@ -80,7 +83,6 @@ from wmproxy.sandbox.storage import (
     FilesystemSandboxStorage,
     UnknownJobAreaError,
     check_file_name,
-    is_temporary,
     withheld,
 )
 from wmproxy.services.authz import NotAdmittedError
@@ -94,6 +96,12 @@ Authorize = Callable[[dict[str, Any], str, str], None]
 """``authorize(environ, job_rel_dir, method)``: return if the caller may do ``method``
 on the job area ``job_rel_dir`` (``SandboxDir/Ab/<job dir>``), else raise a WMProxyError
 (AuthenticationError/AuthorizationError → 403, JobNotFoundError → 404)."""
+
+Admit = Callable[[dict[str, Any], str], object]
+"""``admit(environ, method)``: return if the caller is authenticated and admitted by the site
+(``[security] authorized_users``), else raise (AuthenticationError, NotAdmittedError → 403, and the
+connection is closed without reading the rest of the request). Called first, before the path is
+parsed: a refusal of the path must not read the body of a caller the site does not admit."""
 
 InputLimit = Callable[[str], int]
 """``input_limit(job_rel_dir)``: bytes the job's ``input/`` may still take."""
@@ -167,6 +175,7 @@ class SandboxApp:
         storage: the sandbox storage; URL paths are ``/<storage.dir_name>/...``.
         authorize: called as ``authorize(environ, job_rel_dir, method)`` before any
             file of the job is looked at; raises a WMProxyError to refuse.
+        admit: ``admit(environ, method)`` before anything else (:data:`Admit`); default none.
         input_limit: ``input_limit(job_rel_dir)`` → bytes the job's input sandbox may
             still take (e.g. MaxInputSandboxSize − current input size). When a PUT
             replaces a file, that file's current size is added back.
@@ -184,12 +193,14 @@ class SandboxApp:
         *,
         authorize: Authorize,
         input_limit: InputLimit,
+        admit: Admit | None = None,
         check_new_file: NewFileCheck | None = None,
         max_name_bytes: int = NAME_MAX,
         record_bytes: RecordBytes | None = None,
     ) -> None:
         self.storage = storage
         self.authorize = authorize
+        self.admit = admit
         self.input_limit = input_limit
         self.check_new_file = check_new_file or (lambda rel_dir: None)
         self.max_name_bytes = max_name_bytes
@@ -214,16 +225,17 @@ class SandboxApp:
             response = _text(500, f"Internal server error (error id {error_id})")
         response.headers.extend(SANDBOX_HEADERS)
         response.headers.setdefault("Content-Security-Policy", FILE_CSP)
-        if response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
-            if refused_caller:  # not read at its pace: answered, then the connection closed
-                close_connection(environ)
-            else:
-                _drain(request)
+        if refused_caller:  # whatever the method: its body is not read at its pace, answered and closed
+            close_connection(environ)
+        elif response.status_code >= 400 and request.method in ("PUT", "MOVE") and not request.environ.get(_BODY_READ):
+            _drain(request)  # an admitted client still sending reads its answer (MAX_DRAIN)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
         """Handle one request; raises WMProxyError subclasses for refusals."""
         method = request.method
+        if self.admit is not None:  # before the path: its refusal drains the body of an admitted caller only
+            self.admit(request.environ, method)
         if method not in ALLOWED_METHODS:
             raise _HttpError(405, f"Method {method} not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
         rel_path = request.path[1:]  # werkzeug collapses leading slashes to one
@@ -303,14 +315,16 @@ class SandboxApp:
 
     def _listing(self, request: Request, path: Path | None, area: str, rest: tuple[str, ...]) -> Response:
         """The directory page of ``path`` (None: an area not created yet, listed empty), the
-        directory ``rest`` below ``area``; what is never served (:func:`withheld`) is left out."""
+        directory ``rest`` below ``area``; what is never served (:func:`withheld`, a name the edge
+        refuses: control characters, bytes that are not UTF-8, left by a job collected before
+        collection refused such names) is left out."""
         rows = []
         entries: list[os.DirEntry[str]] = []
         if path is not None:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            if is_temporary(entry.name) or withheld(area, (*rest, entry.name)) is not None:
+            if not _served_name(entry.name) or withheld(area, (*rest, entry.name)) is not None:
                 continue
             name = entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
             rows.append(f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>')
@@ -487,6 +501,16 @@ def _mkdir(path: Path, create_input: Callable[[], object] | None, check_new: Cal
     raise _HttpError(409, "A file with that name exists")
 
 
+def _served_name(name: str) -> bool:
+    """Whether a GET could name ``name`` (:func:`check_file_name`: not a temporary upload, no
+    control character, UTF-8): ``quote`` of a name that is not UTF-8 raised, a 500 listing."""
+    try:
+        check_file_name(name)
+    except SandboxNameError:
+        return False
+    return True
+
+
 def _regular_file(path: Path, directory_refusal: str) -> int | None:
     """Bytes of the regular file at ``path``; None when nothing is there, and 0 for what is
     neither a file nor a directory (not counted).
@@ -548,5 +572,5 @@ def _drain(request: Request) -> None:
             if not chunk:
                 return
             remaining -= len(chunk)
-    except (OSError, HTTPException):
+    except Exception:  # noqa: BLE001 - a cut connection, a malformed chunk: nothing more to read
         return

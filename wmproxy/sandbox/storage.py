@@ -310,6 +310,9 @@ def _copy_at_most(source: ReadableStream, out: BinaryIO, limit: int) -> int:
 
 NAME_MAX = 255
 """Bytes of one file name the file system takes (Linux ``NAME_MAX``)."""
+#: Bytes of a path the system calls take (Linux's PATH_MAX, its NUL included): a longer one
+#: fails with ENAMETOOLONG.
+PATH_MAX = 4096
 
 
 #: A control character (below U+0020, and DEL U+007F) in a name.
@@ -1105,9 +1108,13 @@ class FilesystemSandboxStorage:
                 directory or its fan-out directory should be.
             SandboxPathError: a syntactically bad path (see :meth:`split_path`), a
                 symlink anywhere below the root, or a non-directory in the middle.
+            SandboxNameError: the path on disk would be longer than :data:`PATH_MAX` (a MOVE's
+                Destination, deep long names): no system call could use it.
         """
         job_rel_dir, area, rest = self.split_path(rel_path)
         job_dir = self.root / job_rel_dir
+        if len(os.fsencode(job_dir.joinpath(area, *rest))) >= PATH_MAX:  # lstat: ENAMETOOLONG, a 500
+            raise SandboxNameError(f"Sandbox path too long: its path on the server has {PATH_MAX} bytes or more")
         current = self.root
         for i, name in enumerate([*job_rel_dir.split("/"), area]):
             current = current / name
@@ -1184,9 +1191,10 @@ class FilesystemSandboxStorage:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
             reasons are ``"not produced"``, ``"symbolic link"``, ``"hard link"``, ``"not a
             regular file"``, ``"outside the work directory"``, what
-            :func:`~wmproxy.domain.service_file` says of a reserved name, names escaped (:func:`shown_name`; a
-            file whose name is not UTF-8 is collected under that name, its URI percent-encodes
-            it); and ``(name, kept, size)`` of
+            :func:`~wmproxy.domain.service_file` says of a reserved name, ``"its destination name
+            cannot be served: ..."`` for a name the sandbox edge refuses (:func:`check_file_name`:
+            control characters, bytes that are not UTF-8, ``\\``: its download and its directory's
+            listing would fail), names escaped (:func:`shown_name`); and ``(name, kept, size)`` of
             each file truncated to the budget.
 
         Raises:
@@ -1227,6 +1235,12 @@ class FilesystemSandboxStorage:
                 source = open_confined(work_dir, entry)
             except ConfinementError as exc:
                 missing.append((shown_name(base), exc.reason))
+                continue
+            try:  # a name the edge refuses (a newline, bytes not UTF-8...) broke its download and the listing
+                check_file_name(name, what="output sandbox file name")
+            except SandboxNameError as exc:
+                os.close(source)
+                missing.append((shown_name(entry), f"its destination name cannot be served: {exc.message}"))
                 continue
             collected += 1
             stored[name] = entry
@@ -1297,7 +1311,8 @@ class FilesystemSandboxStorage:
         Raises:
             QuotaExceededError: ``length`` or the bytes received exceed ``limit``; checked
                 before reading when ``length`` is known. Nothing is left on disk.
-            InvalidArgumentError: the stream ended before ``length`` bytes arrived.
+            InvalidArgumentError: the stream ended before ``length`` bytes arrived, or a read of
+                it failed (a connection cut, a malformed chunk: the request, not the disk).
             SandboxError: the file cannot be written.
         """
         path = Path(path)
@@ -1314,7 +1329,7 @@ class FilesystemSandboxStorage:
                     want = CHUNK_SIZE if length is None else min(CHUNK_SIZE, length - total)
                     if want <= 0:
                         break
-                    chunk = stream.read(want)
+                    chunk = _read_body(stream, want, path)
                     if not chunk:
                         break
                     total += len(chunk)
@@ -1341,6 +1356,20 @@ class FilesystemSandboxStorage:
             _unlink_quietly(tmp)
             raise
         return total
+
+
+def _read_body(stream: ReadableStream, size: int, path: Path) -> bytes:
+    """``stream.read(size)``; whatever a read raises (the server's NoMoreData, an OSError, for a
+    request cut off; its InvalidChunkSize for a malformed chunked body) is the request's fault.
+    A BaseException (a stalled client's PeerStalledError) passes as it is.
+
+    Raises:
+        InvalidArgumentError: the read failed.
+    """
+    try:
+        return stream.read(size)
+    except Exception as exc:
+        raise InvalidArgumentError(f"Upload of {path.name}: truncated or malformed request body") from exc
 
 
 def _too_big(path: Path, limit: int) -> QuotaExceededError:

@@ -55,6 +55,7 @@ from wmproxy.soap.namespaces import DELEGATION_1, DELEGATION_2, WMPROXY
 from wmproxy.soap.request import MalformedRequestError, operation_of
 from wmproxy.soap.tls_worker import close_connection
 from wmproxy.web.app import MonitorApp
+from wmproxy.web.unread import close_unread
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class WMProxyApplication:
         self.sandbox = SandboxApp(
             runtime.storage,
             authorize=self._authorize_sandbox,
+            admit=self._admit_sandbox,
             input_limit=lambda rel_dir: sandboxes.input_room(runtime, rel_dir),
             check_new_file=lambda rel_dir: sandboxes.check_new_input_file(runtime, rel_dir),
             max_name_bytes=limits.max_sandbox_name_bytes,
@@ -107,6 +109,12 @@ class WMProxyApplication:
         return published_wsdl(self.runtime.settings.service.endpoint)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """:meth:`route`; an answer that leaves part of the request body unread closes the
+        connection (:func:`~wmproxy.web.unread.close_unread`: gunicorn would drain it at the
+        client's pace on a request thread)."""
+        return close_unread(self.route, environ, start_response)
+
+    def route(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         if path == self.endpoint_path and method == "GET" and environ.get("QUERY_STRING", "").lower() == "wsdl":
@@ -179,10 +187,18 @@ class WMProxyApplication:
                           seen.get("outcome") or ("ok" if status.startswith("2") else f"http_{status[:3]}"),
                           time.monotonic() - started, size)
 
-    def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
+    def _admit_sandbox(self, environ: dict[str, Any], method: str) -> Principal:
+        """The caller of a sandbox request, authenticated and admitted by the site (first: a caller
+        the site refuses has its connection closed without its body being read)."""
         principal = self.authenticate(environ)
         environ[PRINCIPAL_KEY] = principal
         check_caller(self.runtime.settings, principal, f"sandbox {method}")
+        return principal
+
+    def _authorize_sandbox(self, environ: dict[str, Any], job_rel_dir: str, method: str) -> None:
+        principal = environ.get(PRINCIPAL_KEY)
+        if not isinstance(principal, Principal):  # admitted by _admit_sandbox already, normally
+            principal = self._admit_sandbox(environ, method)
         environ[JOB_KEY] = sandboxes.authorize_area(self.runtime, principal, job_rel_dir, method)
 
     @staticmethod

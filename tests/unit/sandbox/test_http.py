@@ -682,3 +682,81 @@ def _refuse_count() -> None:
     from wmproxy.errors import SandboxFileCountError
 
     raise SandboxFileCountError("The maximum number of input sandbox files is reached")
+
+
+class TestCallersTheSiteRefuses:
+    """``admit`` runs before the path is parsed: a caller the site does not admit is refused
+    (403) whatever the path, and its body is not read (docs/load.md)."""
+
+    @pytest.mark.parametrize("path", [f"{INPUT}/bad%01name", "/SandboxDir/zz", f"{INPUT}/ok"])
+    @pytest.mark.parametrize("method", ["PUT", "GET", "DELETE"])
+    def test_refused_before_the_path_and_the_body(self, storage: FilesystemSandboxStorage,
+                                                  authorizer: FakeAuthorizer, path: str, method: str) -> None:
+        from wmproxy.services.authz import NotAdmittedError
+
+        admitted: list[str] = []
+
+        def admit(environ: dict[str, Any], method: str) -> None:
+            admitted.append(method)
+            raise NotAdmittedError("user not authorized")
+
+        body = io.BytesIO(b"x" * 1000)
+        client = Client(SandboxApp(storage, authorize=authorizer, input_limit=lambda _d: MAX_INPUT, admit=admit))
+        response = client.open(path, method=method, input_stream=body, content_length=1000, headers=OWNER)
+        assert response.status_code == 403, response.get_data(as_text=True)
+        assert admitted == [method]
+        assert body.tell() == 0  # not drained
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_whose_read_fails_is_a_400(client: Client, storage: FilesystemSandboxStorage, chunked: bool) -> None:
+    """The server's read of a cut or malformed body raises (gunicorn's NoMoreData, InvalidChunkSize):
+    the request's fault, 400, not a 500 with a traceback; nothing stored."""
+    from gunicorn.http.errors import InvalidChunkSize  # type: ignore[import-untyped]
+
+    class Malformed(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise InvalidChunkSize(b"zz")
+
+    headers = {**OWNER, "Transfer-Encoding": "chunked"} if chunked else OWNER
+    kw: dict[str, Any] = {"environ_overrides": {"wsgi.input_terminated": True}} if chunked else {"content_length": 3}
+    response = client.put(f"{INPUT}/f", input_stream=Malformed(b"xyz"), headers=headers, **kw)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "truncated or malformed request body" in response.get_data(as_text=True)
+    assert not (_area(storage, "input") / "f").exists()
+
+
+@pytest.mark.parametrize("method", ["MOVE", "PUT"])
+def test_a_path_longer_than_path_max_is_a_400(client: Client, storage: FilesystemSandboxStorage, method: str) -> None:
+    """16 names of 255 bytes below input/: more than PATH_MAX on disk (os.lstat's ENAMETOOLONG was
+    a 500 with a traceback)."""
+    names = [f"{i:02d}" + "n" * 253 for i in range(16)]
+    made = _area(storage, "input")
+    for name in names[:-1]:  # every directory there, as far as the file system lets it be made
+        try:
+            (made / name).mkdir()
+        except OSError:
+            break
+        made = made / name
+    _put(client, f"{INPUT}/a", b"1")
+    long_path = f"{INPUT}/" + "/".join(names)
+    if method == "MOVE":
+        response = client.open(f"{INPUT}/a", method="MOVE",
+                               headers={**OWNER, "Destination": f"https://wms:7443{long_path}"})
+    else:
+        response = _put(client, long_path, b"2")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "too long" in response.get_data(as_text=True)
+    assert (_area(storage, "input") / "a").read_bytes() == b"1"
+
+
+def test_a_listing_leaves_out_names_it_cannot_serve(client: Client, storage: FilesystemSandboxStorage) -> None:
+    """Names a collection stored before it refused them: not UTF-8 (``quote`` raised, a 500 for
+    the whole listing), a control character (its GET is a 400)."""
+    output = _area(storage, "output")
+    os.close(os.open(os.fsencode(output) + b"/\xffname.txt", os.O_CREAT | os.O_WRONLY, 0o600))
+    (output / "bad\nname.txt").write_bytes(b"x")
+    (output / "good.txt").write_bytes(b"x")
+    response = client.get(f"{OUTPUT}/", headers=OWNER)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True)) == ["good.txt"]

@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import pytest
+from gunicorn.http.errors import InvalidChunkSize, NoMoreData  # type: ignore[import-untyped]
 
 from tests.deep_trees import DEPTH, make_chain, removed_afterwards
 from tests.support import WAIT_TIMEOUT, flock_waiters, start_thread, wait_for
@@ -294,6 +295,36 @@ class TestStreamInto:
         input_dir = _written(storage, JOB) / "input"
         with pytest.raises(InvalidArgumentError, match="truncated"):
             storage.stream_into(input_dir / "f", io.BytesIO(b"abc"), 10, limit=100)
+        assert os.listdir(input_dir) == []
+
+    @pytest.mark.parametrize("failure", [NoMoreData(b""), InvalidChunkSize(b"zz"), ValueError("bad chunk")])
+    @pytest.mark.parametrize("length", [10, None])
+    def test_a_read_that_fails_is_the_requests_fault(self, storage: FilesystemSandboxStorage,
+                                                     failure: Exception, length: int | None) -> None:
+        """gunicorn's NoMoreData (an OSError: the request cut off) and InvalidChunkSize (a malformed
+        chunked body) were a SandboxError ("Unable to store f: None") or escaped: a 500."""
+        input_dir = _written(storage, JOB) / "input"
+
+        class Failing(io.BytesIO):
+            def read(self, size: int | None = -1) -> bytes:
+                if self.tell():
+                    raise failure
+                return super().read(3)
+
+        with pytest.raises(InvalidArgumentError, match="truncated or malformed request body"):
+            storage.stream_into(input_dir / "f", Failing(b"x" * 10), length, limit=100)
+        assert os.listdir(input_dir) == []
+
+    def test_a_write_that_fails_is_a_sandbox_error(self, storage: FilesystemSandboxStorage,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        input_dir = _written(storage, JOB) / "input"
+
+        def fail(*args: object) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(storage_module.os, "replace", fail)
+        with pytest.raises(SandboxError, match="Unable to store f: Input/output error"):
+            storage.stream_into(input_dir / "f", io.BytesIO(b"abc"), 3, limit=100)
         assert os.listdir(input_dir) == []
 
 
@@ -818,8 +849,9 @@ class TestOutputWildcards:
     ) -> None:
         """No name the job chose reaches a reason with a line-breaking or undecodable character
         as it is (a name that is not UTF-8 is a lone surrogate once decoded: the database driver
-        refused the reason naming it, and the worker died at each restart); a regular file whose
-        name is not UTF-8 is collected under its name, as before."""
+        refused the reason naming it, and the worker died at each restart). A regular file whose
+        name is not UTF-8 or holds a control character is not collected: the sandbox edge could
+        neither serve it (GET 404, 400) nor list its directory (a 500)."""
         _written(storage, JOB)
         work = tmp_path / "work"
         work.mkdir()
@@ -827,12 +859,19 @@ class TestOutputWildcards:
         (work / b"\xfe.o".decode("utf-8", "surrogateescape")).write_bytes(b"data")
         (work / "forged\n2026-12-06 ERROR x.o").symlink_to("nowhere")
         (work / "r\u00e9sum\u00e9.o").symlink_to("nowhere")
+        (work / "bad\nname.o").write_bytes(b"data")
+        (work / "r\u00e9sum\u00e9 2.o").write_bytes(b"data")
 
         collected = storage.collect_output_files(JOB, work, ("*.o",))
 
-        assert collected.missing == [("forged\\x0a2026-12-06 ERROR x.o", "symbolic link"),
-                                     ("r\u00e9sum\u00e9.o", "symbolic link"), ("\\udcff.o", "symbolic link")]
-        assert storage.output_files(JOB) == [(b"\xfe.o".decode("utf-8", "surrogateescape"), 4)]
+        refused = "its destination name cannot be served: Invalid output sandbox file name"
+        assert collected.missing == [
+            ("bad\\x0aname.o", f"{refused} 'bad\\\\nname.o': control characters are not allowed"),
+            ("forged\\x0a2026-12-06 ERROR x.o", "symbolic link"),
+            ("r\u00e9sum\u00e9.o", "symbolic link"),
+            ("\\udcfe.o", f"{refused} '\\\\udcfe.o': not valid Unicode"),
+            ("\\udcff.o", "symbolic link")]
+        assert storage.output_files(JOB) == [("r\u00e9sum\u00e9 2.o", 4)]
 
 
 class TestServiceFiles:
