@@ -1150,7 +1150,8 @@ class MetricsSettings:
             ``/healthz``, ``/readyz``), port 9464 when none is given; keep it on loopback or
             a management network. Every local process can connect to it, grid jobs of the local
             backend too (``token_file``, docs/monitoring.md).
-        token_file: a file (readable by the service user) whose first line is a bearer token:
+        token_file: a file (the service user's, 0600: one that group or others can read is
+            refused) whose first line is a bearer token:
             ``/metrics`` and ``/readyz`` then answer only requests with ``Authorization: Bearer
             <token>`` (Prometheus: ``authorization: {credentials_file: ...}``), others get 401;
             ``/healthz`` needs none. "" = no token asked. ``/readyz`` shows its checks' details
