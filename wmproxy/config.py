@@ -936,7 +936,6 @@ class BrokeringSettings:
     owner_match_cpu: float = 3.0
 
     def __post_init__(self) -> None:
-        _check_durations("brokering", self)
         if min(self.match_retry_period, self.expiry_period, self.ce_state_max_age) <= 0:
             raise ConfigError("[brokering] match_retry_period, expiry_period and ce_state_max_age: must be positive")
         if min(self.max_retry_count, self.max_shallow_retry_count) < 0 or self.fuzzy_factor < 0:
@@ -945,6 +944,7 @@ class BrokeringSettings:
         if not all(0 <= value < math.inf for value in (self.cycle_match_cpu, self.owner_match_cpu)):
             raise ConfigError("[brokering] cycle_match_cpu and owner_match_cpu: must be a number of seconds, "
                               "0 or more (0: no bound)")
+        _check_durations("brokering", self)  # after the check that names infinity and NaN as no number
 
 
 @dataclass(frozen=True)

@@ -260,7 +260,7 @@ class TestSubmitOptions:
         local = datetime.fromtimestamp(expiry).astimezone()
         assert (local.hour, local.minute, local.year) == (23, 59, 2099)
         rc, _, err = run_cli(deployment, "submit", "-d", delegated, "--valid", "1h", str(tmp_path / "j.jdl"))
-        assert rc == 2 and "'1h' is not hh:mm" in err
+        assert rc == 1 and "'1h' is not hh:mm" in err
 
     def test_default_jdl_and_nodes_resource(self, deployment: Deployment, delegated: str, tmp_path: Path) -> None:
         (tmp_path / "defaults.jdl").write_text('[ VirtualOrganisation = "dteam"; MyProxyServer = ""; ]')

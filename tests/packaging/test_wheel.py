@@ -160,7 +160,7 @@ def run_job(deployment: Deployment, cli_venv: Path, tmp_path: Path) -> None:
     final = wait_for(status, lambda out: "Current Status:     Done" in out or "Aborted" in out,
                      what=f"{job_id} to end")
     assert "Current Status:     Done" in final, final
-    done = cli("output", "--dir", str(job_dir / "out"), job_id)
+    done = cli("output", "--dir", str(job_dir / "out"), "--nosubdir", job_id)
     assert done.returncode == 0, done.stderr
     assert (job_dir / "out" / "out.txt").read_text() == "from the wheel: ok\n"
 
