@@ -113,10 +113,13 @@ class _DeadlineSocket(ssl.SSLSocket):
 
 @contextmanager
 def _sending() -> Iterator[None]:
-    """An SSL EOF of a write, which follows the handshake, as :class:`ClosedWhileSending`."""
+    """An SSL EOF of a write, which follows the handshake, as :class:`ClosedWhileSending`; so are
+    a broken pipe and a reset (the peer closed with our bytes unread; Python 3.13's ``ssl`` raises
+    these where 3.11's raises the SSL EOF). Those two urllib3 would swallow, to read an answer the
+    peer never sent: the user then read "closed the connection without an answer"."""
     try:
         yield
-    except ssl.SSLEOFError as exc:
+    except (ssl.SSLEOFError, BrokenPipeError, ConnectionResetError) as exc:
         raise ClosedWhileSending(*exc.args) from exc
 
 
