@@ -719,12 +719,15 @@ def holds_capabilities() -> bool:
 
 def payload_started(work_dir: Path, account: Account | None) -> bool:
     """True once the wrapper recorded that the payload was executed (``started.json``
-    or ``status.json``).
+    or ``status.json``). ``started.json`` counts whatever it holds: the wrapper creates it
+    empty and writes into it after (``jobwrapper._write_new``), so a reader may find it empty
+    or partial, as one after a host crash may.
 
     Raises:
-        WrapperStatusError: one of the files is present but unacceptable.
+        WrapperStatusError: ``started.json`` is present but not a regular file of ``account``,
+            or ``status.json`` is unacceptable (:func:`read_status`).
     """
-    if _read_json(work_dir, STARTED_NAME, account) is not None:
+    if _read_raw(work_dir, STARTED_NAME, account, 0) is not None:
         return True
     status = read_status(work_dir, account)
     return status is not None and status.payload_started
@@ -769,8 +772,10 @@ def read_status(work_dir: Path, account: Account | None, *, any_owner: bool = Fa
         raise WrapperStatusError(f"The job's {STATUS_NAME} is malformed: {exc}") from None
 
 
-def _read_json(work_dir: Path, name: str, account: Account | None, *, any_owner: bool = False
-               ) -> dict[str, Any] | None:
+def _read_raw(work_dir: Path, name: str, account: Account | None, size: int, *, any_owner: bool = False
+              ) -> bytes | None:
+    """The first ``size`` bytes of the state file ``name`` (None: absent), once it is known
+    to be a regular file of ``account`` (of whoever, with ``any_owner``)."""
     owner = os.geteuid() if account is None else account.uid
     try:
         with _DirFd(work_dir) as work_fd, _DirFd(STATE_DIR, work_fd) as state_fd:
@@ -782,11 +787,18 @@ def _read_json(work_dir: Path, name: str, account: Account | None, *, any_owner:
                 st = os.fstat(f.fileno())
                 if not stat.S_ISREG(st.st_mode) or (st.st_uid != owner and not any_owner):
                     raise WrapperStatusError(f"The job's {name} is not a regular file of the job's account")
-                raw = f.read(_MAX_STATUS_BYTES + 1)
+                return f.read(size)
     except IdentityError:
         raise
     except OSError as exc:
         raise WrapperStatusError(f"Cannot read the job's {name}: {exc.strerror}") from None
+
+
+def _read_json(work_dir: Path, name: str, account: Account | None, *, any_owner: bool = False
+               ) -> dict[str, Any] | None:
+    raw = _read_raw(work_dir, name, account, _MAX_STATUS_BYTES + 1, any_owner=any_owner)
+    if raw is None:
+        return None
     if len(raw) > _MAX_STATUS_BYTES:
         raise WrapperStatusError(f"The job's {name} is too large")
     try:

@@ -428,13 +428,26 @@ class TestReadStatus:
         with pytest.raises(WrapperStatusError, match="too large"):
             identity.read_status(work, None)
 
-    @pytest.mark.parametrize("name", ["status.json", "started.json"])
-    def test_json_nested_deeper_than_the_parser_goes_is_refused(self, work_root: Path, name: str) -> None:
+    def test_json_nested_deeper_than_the_parser_goes_is_refused(self, work_root: Path) -> None:
         """``json.loads`` raises RecursionError, not ValueError, for it: the worker set such a
         job aside (Running, its slot freed) instead of ending it Aborted."""
         work = self._work(work_root)
-        (work / ".wmproxy" / name).write_text("[" * 100_000)
+        (work / ".wmproxy" / "status.json").write_text("[" * 100_000)
         with pytest.raises(WrapperStatusError, match="not JSON"):
+            identity.payload_started(work, None)
+
+    @pytest.mark.parametrize("content", ["", '{"version": ', "[" * 100_000])
+    def test_a_started_file_counts_whatever_it_holds(self, work_root: Path, content: str) -> None:
+        """The wrapper creates ``started.json`` empty and writes into it after: a worker that
+        looked in between was refused ("not JSON"; the 3.13 CI run of stop 55 caught it)."""
+        work = self._work(work_root)
+        (work / ".wmproxy" / "started.json").write_text(content)
+        assert identity.payload_started(work, None)
+
+    def test_a_started_file_that_is_not_a_regular_file_is_refused(self, work_root: Path) -> None:
+        work = self._work(work_root)
+        os.mkfifo(work / ".wmproxy" / "started.json")
+        with pytest.raises(WrapperStatusError, match="regular file"):
             identity.payload_started(work, None)
 
     def test_status_not_owned_by_the_account_is_refused(self, work_root: Path, job_account: Account) -> None:
