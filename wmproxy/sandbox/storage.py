@@ -1148,7 +1148,7 @@ class FilesystemSandboxStorage:
 
     def collect_output_files(
         self, job_id: str, work_dir: Path, names: tuple[str, ...], budget: int | None = None, max_files: int = 0,
-        targets: Sequence[str] = (),
+        targets: Sequence[str] = (), max_name_bytes: int = NAME_MAX,
     ) -> OutputCollection:
         """Copy the job's output sandbox files from ``work_dir`` into its ``output/`` (atomically each).
 
@@ -1186,6 +1186,9 @@ class FilesystemSandboxStorage:
             max_files: files at most collected (``[limits] max_output_sandbox_files``: wildcards
                 can name more than the entries registration counted); 0: no limit. A file
                 beyond it is not collected.
+            max_name_bytes: bytes of UTF-8 a name stored in ``output/`` may have (``[limits]
+                max_sandbox_name_bytes``, what the sandbox edge's GET allows): a longer one is
+                not collected ("its destination name cannot be served").
 
         Returns:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
@@ -1193,9 +1196,9 @@ class FilesystemSandboxStorage:
             regular file"``, ``"outside the work directory"``, what
             :func:`~wmproxy.domain.service_file` says of a reserved name, ``"its destination name
             cannot be served: ..."`` for a name the sandbox edge refuses (:func:`check_file_name`:
-            control characters, bytes that are not UTF-8, ``\\``: its download and its directory's
-            listing would fail), names escaped (:func:`shown_name`); and ``(name, kept, size)`` of
-            each file truncated to the budget.
+            control characters, bytes that are not UTF-8, ``\\``, longer than ``max_name_bytes``:
+            its download and its directory's listing would fail), names escaped
+            (:func:`shown_name`); and ``(name, kept, size)`` of each file truncated to the budget.
 
         Raises:
             SandboxError: the job area does not exist (with a file to collect), ``output/``
@@ -1237,7 +1240,7 @@ class FilesystemSandboxStorage:
                 missing.append((shown_name(base), exc.reason))
                 continue
             try:  # a name the edge refuses (a newline, bytes not UTF-8...) broke its download and the listing
-                check_file_name(name, what="output sandbox file name")
+                check_file_name(name, max_name_bytes, "output sandbox file name")
             except SandboxNameError as exc:
                 os.close(source)
                 missing.append((shown_name(entry), f"its destination name cannot be served: {exc.message}"))

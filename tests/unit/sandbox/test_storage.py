@@ -873,6 +873,26 @@ class TestOutputWildcards:
             ("\\udcff.o", "symbolic link")]
         assert storage.output_files(JOB) == [("r\u00e9sum\u00e9 2.o", 4)]
 
+    def test_a_name_longer_than_the_site_limit_is_not_collected(
+        self, storage: FilesystemSandboxStorage, tmp_path: Path
+    ) -> None:
+        """A site that lowers ``[limits] max_sandbox_name_bytes`` has its sandbox edge refuse a
+        longer name (GET 400): collection refuses it too, with its reason, whether a wildcard
+        matched it or the entry named it; a name at the limit is collected."""
+        _written(storage, JOB)
+        work = tmp_path / "work"
+        work.mkdir()
+        for name in ("x" * 16 + ".o", "y" * 14 + ".o", "long-name-given.txt"):
+            (work / name).write_bytes(b"data")
+
+        collected = storage.collect_output_files(JOB, work, ("*.o", "long-name-given.txt"), max_name_bytes=16)
+
+        refused = "its destination name cannot be served: Invalid output sandbox file name"
+        assert collected.missing == [
+            ("x" * 16 + ".o", f"{refused} {'x' * 16 + '.o'!r}...: 18 bytes long, at most 16 allowed"),
+            ("long-name-given.txt", f"{refused} 'long-name-given.txt'...: 19 bytes long, at most 16 allowed")]
+        assert storage.output_files(JOB) == [("y" * 14 + ".o", 4)]
+
 
 class TestServiceFiles:
     """The job's proxy copy ``user.proxy`` (the owner's credential, private key included) and
