@@ -368,6 +368,25 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
     return name
 
 
+#: Bytes a perusal part's name adds to the name of the file perused: a merged file's
+#: ``-<first>-<last>`` (epoch seconds, 10 digits until 2286); a chunk's ``.<epoch>`` adds fewer.
+PERUSAL_PART_BYTES = len("-0000000000-0000000000")
+
+
+def check_perusal_name(name: str, max_bytes: int = NAME_MAX) -> str:
+    """Return ``name`` if the sandbox edge can serve the perusal parts of the file so named (the
+    chunks ``peek/<name>.<epoch>``, the merged files ``peek/<name>-<first>-<last>``), else refuse
+    it as :func:`check_file_name` refuses a sandbox file name (``/`` or ``\\``, control
+    characters, text that is not valid Unicode, the name of an upload in progress), and when its
+    parts' names would be longer than ``max_bytes``: at most ``max_bytes`` less
+    :data:`PERUSAL_PART_BYTES` bytes of UTF-8.
+
+    Raises:
+        SandboxNameError: the message says why.
+    """
+    return check_file_name(name, max(0, min(max_bytes, NAME_MAX) - PERUSAL_PART_BYTES), "perusal file name")
+
+
 def check_file_count(area: str, count: int, limit: int) -> None:
     """Refuse ``count`` files in the ``area`` ("input" or "output") sandbox over ``limit``
     (``[limits] max_input_sandbox_files``/``max_output_sandbox_files``; 0 = no limit).
@@ -890,17 +909,19 @@ class FilesystemSandboxStorage:
         gives each chunk of a file its own, increasing timestamp. The first chunk creates ``peek/``.
 
         Raises:
-            SandboxError: the job area does not exist, or its ``peek/`` cannot be made.
+            SandboxError: the job area does not exist, its ``peek/`` cannot be made, or the
+                temporary file cannot be made (raised from the OSError: the file system full).
             OSError: the chunk cannot be written (e.g. the file system full); nothing is left.
         """
         peek = self._area(job_id, "peek", create=True)
-        tmp = peek / f".{name}.{timestamp}{TMP_SUFFIX}"
+        chunk_path = peek / f"{name}.{timestamp}"
+        fd, tmp = _mkstemp(chunk_path)  # a name within NAME_MAX whatever the chunk's (not ".<chunk>.wmproxy-part")
         try:
-            with open(tmp, "wb") as chunk:
+            with os.fdopen(fd, "wb") as chunk:
                 chunk.write(data)
-            os.replace(tmp, peek / f"{name}.{timestamp}")
+            os.replace(tmp, chunk_path)
         except OSError:
-            _unlink_quietly(str(tmp))
+            _unlink_quietly(tmp)
             raise
 
     def input_changes(self, job_id: str) -> contextlib.AbstractContextManager[None]:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import classad2
 
 from wmproxy.domain import JobState, Principal, service_file
-from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError
+from wmproxy.errors import InvalidArgumentError, OperationNotAllowedError, SandboxNameError
 from wmproxy.jdl import parse_jdl
+from wmproxy.sandbox.storage import check_perusal_name
 from wmproxy.services.access import live_job
 from wmproxy.services.quota import change_usage
 from wmproxy.services.runtime import Runtime
@@ -63,15 +64,21 @@ def _check(uow: UnitOfWork, rt: Runtime, job: Job) -> None:
 REFUSED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 
 
-def _valid_name(name: str) -> str:
-    """``name`` without surrounding blanks, if it can name one file of the job's work dir.
+def _valid_name(name: str, max_bytes: int) -> str:
+    """``name`` without surrounding blanks, if it can name one file of the job's work dir whose
+    perusal parts the sandbox edge serves.
+
+    Args:
+        max_bytes: ``[limits] max_sandbox_name_bytes``, the longest name the edge serves.
 
     Raises:
         InvalidArgumentError: empty, ``.``, ``..``, a ``/``, or a character of
             :data:`REFUSED_CATEGORIES` (a control character, U+2028, U+2029): the names are
             stored one a line, so a line end would make one name many. Or what the service
             keeps in the work dir (:func:`~wmproxy.domain.service_file`): the job's proxy
-            ``user.proxy``, whose chunks a reader the job's ACL admits could fetch.
+            ``user.proxy``, whose chunks a reader the job's ACL admits could fetch. Or a name
+            whose parts the edge could not serve (:func:`~wmproxy.sandbox.storage.check_perusal_name`:
+            a ``\\``; longer than ``max_bytes`` once a merged part's ``-<first>-<last>`` is added).
     """
     name = name.strip()
     if not name or "/" in name or name in (".", ".."):
@@ -82,17 +89,24 @@ def _valid_name(name: str) -> str:
             unicodedata.category(c) in REFUSED_CATEGORIES for c in name):
         raise InvalidArgumentError("Provided file name not valid: control characters (newline, CR, NUL...) "
                                    "and line separators are not allowed")
+    try:  # its chunks and merged files: a name the edge refuses could be sampled, never fetched
+        check_perusal_name(name, max_bytes)
+    except SandboxNameError as exc:
+        raise InvalidArgumentError(f"Provided file name not valid: {exc.message}") from None
     return name
 
 
 def stored_names(rt: Runtime, stored: str) -> list[str]:
     """The names a job's ``perusal_files`` column holds, valid ones only, each once, at most
     ``[jobs] max_perusal_files``: a value stored before names with a newline were refused may
-    hold more. What the execution worker samples and the web monitor shows."""
+    hold more, and names whose parts the sandbox edge cannot serve (:func:`_valid_name`; a
+    getPerusalFiles for one says why). What the execution worker samples and the web monitor
+    shows."""
     names: dict[str, None] = {}
+    limit = rt.settings.limits.max_sandbox_name_bytes
     for line in stored.split("\n"):
         try:
-            names.setdefault(_valid_name(line))
+            names.setdefault(_valid_name(line, limit))
         except InvalidArgumentError:
             continue
     return list(names)[: rt.settings.jobs.max_perusal_files]
@@ -104,10 +118,11 @@ def enable_file_perusal(rt: Runtime, principal: Principal, job_id: str, files: l
     Raises:
         OperationNotAllowedError: perusal not enabled in the JDL, a compound job, or more
             than ``[jobs] max_perusal_files`` names.
-        InvalidArgumentError: a name with ``/`` or a control character (a newline), empty, or
-            the job's proxy ``user.proxy`` (:func:`_valid_name`).
+        InvalidArgumentError: a name with ``/``, ``\\`` or a control character (a newline),
+            empty, too long for its parts' names (``[limits] max_sandbox_name_bytes`` less 22
+            bytes), or the job's proxy ``user.proxy`` (:func:`_valid_name`).
     """
-    names = [_valid_name(f) for f in files]
+    names = [_valid_name(f, rt.settings.limits.max_sandbox_name_bytes) for f in files]
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id)
         _check(uow, rt, job)
@@ -133,7 +148,7 @@ def perusal_files(rt: Runtime, principal: Principal, job_id: str, file: str, all
     protocols = select_protocols(protocol, default="default")
     if not file:
         raise InvalidArgumentError("Provided file name not valid")
-    name = _valid_name(file)
+    name = _valid_name(file, rt.settings.limits.max_sandbox_name_bytes)
     with rt.uow() as uow:
         job = live_job(uow, rt, principal, job_id, access="read")
         _check(uow, rt, job)

@@ -7,6 +7,8 @@ the ACL admits takes none of them."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from xml.sax.saxutils import escape
 
 import pytest
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 from tests.support import ECHO_JDL, SoapApp, caller_from_environ
 from wmproxy.domain import Principal
 from wmproxy.errors import InvalidArgumentError
+from wmproxy.sandbox.storage import check_file_name
 from wmproxy.services import monitor
 from wmproxy.services.acl import add_acl_items
 from wmproxy.services.perusal import enable_file_perusal, perusal_files, perusal_lists
@@ -137,3 +140,51 @@ def test_the_jobs_proxy_is_never_perused(rt: Runtime, alice: Principal, bob: Pri
         uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
     with pytest.raises(InvalidArgumentError, match="proxy"):
         perusal_files(rt, bob, job_id, "user.proxy", True, "https")
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("out\\err.txt", "'/' and '\\' are not allowed"),
+    ("x" * 234, "234 bytes long, at most 233 allowed"),  # <name>-<first>-<last>: 22 bytes more than 255
+    ("\u00e9" * 117, "234 bytes long, at most 233 allowed"),
+])
+def test_a_name_whose_parts_the_edge_cannot_serve_is_refused(rt: Runtime, alice: Principal, job_id: str,
+                                                             name: str, why: str) -> None:
+    """The chunks ``peek/<name>.<epoch>`` and merged files ``peek/<name>-<first>-<last>`` are
+    fetched through the sandbox edge, which refuses a ``\\`` (400) and a name longer than
+    ``[limits] max_sandbox_name_bytes``: such a name was perused, its parts never served (and
+    a merge of a 240-byte name failed, ENAMETOOLONG). Refused with the reason, as is a list
+    stored before; getPerusalFiles says why."""
+    with pytest.raises(InvalidArgumentError, match=re.escape(why)):
+        enable_file_perusal(rt, alice, job_id, ["std.out", name])
+    assert perusal_lists(rt, [job_id]) == {}
+    with rt.uow() as uow:  # what enableFilePerusal stored before the name was refused
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(perusal_files=f"{name}\nstd.out"))
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
+    assert perusal_lists(rt, [job_id]) == {job_id: ["std.out"]}
+    assert [p.name for p in monitor.job_detail(rt, alice, job_id).perusal_files] == ["std.out"]
+    with pytest.raises(InvalidArgumentError, match=re.escape(why)):
+        perusal_files(rt, alice, job_id, name, True, "https")
+
+
+def test_the_longest_name_taken_has_parts_the_edge_serves(rt: Runtime, alice: Principal, job_id: str) -> None:
+    """233 bytes (the site's 255 less 22) are taken, and its merged part is a name the edge
+    serves; a site's lower ``[limits] max_sandbox_name_bytes`` lowers it."""
+    name = "x" * 233
+    enable_file_perusal(rt, alice, job_id, [name])
+    assert perusal_lists(rt, [job_id]) == {job_id: [name]}
+    with rt.uow() as uow:
+        uow.session.execute(sa.update(Job).where(Job.id == job_id).values(state="Running"))
+    rt.storage.write_perusal_chunk(job_id, name, b"line1\n", 1_800_000_000)
+    rt.storage.write_perusal_chunk(job_id, name, b"line2\n", 1_800_000_060)
+    [uri] = perusal_files(rt, alice, job_id, name, False, "https")
+    part = uri.rsplit("/", 1)[1]
+    assert part == f"{name}-1800000000-1800000060"
+    assert check_file_name(part, rt.settings.limits.max_sandbox_name_bytes) == part
+
+    rt.settings = dataclasses.replace(rt.settings, limits=dataclasses.replace(rt.settings.limits,
+                                                                              max_sandbox_name_bytes=64))
+    assert perusal_lists(rt, [job_id]) == {}
+    with pytest.raises(InvalidArgumentError, match="233 bytes long, at most 42 allowed"):
+        enable_file_perusal(rt, alice, job_id, [name])
+    enable_file_perusal(rt, alice, job_id, ["y" * 42])
+    assert perusal_lists(rt, [job_id]) == {job_id: ["y" * 42]}
