@@ -15,6 +15,7 @@ getTerminationTime, destroy) that gridsite's htproxy* tools call (``peers.md`` ย
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import time
 from pathlib import Path
@@ -46,7 +47,9 @@ from tests.voms_support import (
     fake_voms_proxy,
     write_lsc,
 )
+from wmproxy.config import load_settings
 from wmproxy.jdl import parse_jdl
+from wmproxy.sandbox.storage import FilesystemSandboxStorage
 from wmproxy.security.dn import slash_dn
 from wmproxy.security.proxy import load_credential, sign_proxy_request
 
@@ -880,3 +883,30 @@ class TestDelegation1Extras:
         assert status == 500
         assert "still valid" in fault.find("detail")[0].findtext("message")
         ref.deleg2.destroy(returned.findtext("delegationID"))
+
+
+# --- getOutputFileList (ยง4.5): only what the sandbox edge serves ------------------------------
+
+
+def test_output_file_list_leaves_out_names_the_edge_refuses(alice: ReferenceClient, deployment: Deployment) -> None:
+    """A name a collection stored before it refused such names (bytes that are not UTF-8, a
+    control character, a ``\\``) was listed: its GET was a 404 or a 400, and ``wmproxy output``
+    failed on it. Left out, as the edge's listing leaves it out: every URI returned is fetched."""
+    job = alice.wmproxy.jobSubmit(JDL, "ops")
+    assert wait_for_final(alice, job.id) == "Done (Exit Code 0)"
+    settings = load_settings(deployment.config)
+    output = FilesystemSandboxStorage(settings.sandbox.root, settings.sandbox.dir_name).job_dir(job.id) / "output"
+    owner = output.stat()
+    for name in (b"\xffname.txt", b"bad\nname.txt", b"back\\slash.txt"):
+        path = os.fsencode(output) + b"/" + name
+        with open(path, "wb") as planted:
+            planted.write(b"left by an old collection")
+        if os.geteuid() == 0:  # as the service wrote it
+            os.chown(path, owner.st_uid, owner.st_gid)
+
+    files = alice.wmproxy.getOutputFileList(job.id, "https")
+
+    assert sorted(f.name.rsplit("/", 1)[1] for f in files) == ["std.err", "std.out"]
+    for f in files:
+        reply = alice.session.get(f.name)
+        assert reply.status_code == 200 and len(reply.content) == f.size, f.name

@@ -83,6 +83,7 @@ from wmproxy.sandbox.storage import (
     FilesystemSandboxStorage,
     UnknownJobAreaError,
     check_file_name,
+    served_name,
     withheld,
 )
 from wmproxy.services.authz import NotAdmittedError
@@ -316,15 +317,16 @@ class SandboxApp:
     def _listing(self, request: Request, path: Path | None, area: str, rest: tuple[str, ...]) -> Response:
         """The directory page of ``path`` (None: an area not created yet, listed empty), the
         directory ``rest`` below ``area``; what is never served (:func:`withheld`, a name the edge
-        refuses: control characters, bytes that are not UTF-8, left by a job collected before
-        collection refused such names) is left out."""
+        refuses, :func:`served_name`: control characters, bytes that are not UTF-8, longer than
+        ``max_name_bytes``, left by a job collected before collection refused such names or
+        before the site lowered its limit) is left out: every name listed can be fetched."""
         rows = []
         entries: list[os.DirEntry[str]] = []
         if path is not None:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            if not _served_name(entry.name) or withheld(area, (*rest, entry.name)) is not None:
+            if not served_name(entry.name, self.max_name_bytes) or withheld(area, (*rest, entry.name)) is not None:
                 continue
             name = entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
             rows.append(f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>')
@@ -499,16 +501,6 @@ def _mkdir(path: Path, create_input: Callable[[], object] | None, check_new: Cal
     if stat.S_ISDIR(os.lstat(path).st_mode):
         return _text(200, "Directory exists")
     raise _HttpError(409, "A file with that name exists")
-
-
-def _served_name(name: str) -> bool:
-    """Whether a GET could name ``name`` (:func:`check_file_name`: not a temporary upload, no
-    control character, UTF-8): ``quote`` of a name that is not UTF-8 raised, a 500 listing."""
-    try:
-        check_file_name(name)
-    except SandboxNameError:
-        return False
-    return True
 
 
 def _regular_file(path: Path, directory_refusal: str) -> int | None:

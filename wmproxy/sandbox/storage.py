@@ -368,6 +368,18 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
     return name
 
 
+def served_name(name: str, max_bytes: int = NAME_MAX) -> bool:
+    """Whether the sandbox edge serves a file so named (:func:`check_file_name` with its
+    ``[limits] max_sandbox_name_bytes``): a job collected before collection refused such names
+    may have left one (control characters, ``\\``, bytes that are not UTF-8), which a listing
+    and getOutputFileList leave out, as they are never served."""
+    try:
+        check_file_name(name, max_bytes)
+    except SandboxNameError:
+        return False
+    return True
+
+
 #: Bytes a perusal part's name adds to the name of the file perused: a merged file's
 #: ``-<first>-<last>`` (epoch seconds, 10 digits until 2286); a chunk's ``.<epoch>`` adds fewer.
 PERUSAL_PART_BYTES = len("-0000000000-0000000000")

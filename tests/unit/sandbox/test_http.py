@@ -760,3 +760,24 @@ def test_a_listing_leaves_out_names_it_cannot_serve(client: Client, storage: Fil
     response = client.get(f"{OUTPUT}/", headers=OWNER)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True)) == ["good.txt"]
+
+
+def test_a_listing_leaves_out_names_longer_than_the_site_limit(storage: FilesystemSandboxStorage,
+                                                               authorizer: FakeAuthorizer) -> None:
+    """A site that lowers ``[limits] max_sandbox_name_bytes`` has its GET refuse a longer name
+    (400): the listing left it in, a link that could not be fetched (a job collected before, or
+    a perusal part). Every name listed is fetched."""
+    app = SandboxApp(storage, authorize=authorizer, input_limit=lambda rel_dir: MAX_INPUT, max_name_bytes=16)
+    client = Client(app)
+    output = _area(storage, "output")
+    for name in ("x" * 16, "y" * 17, "z.txt"):
+        (output / name).write_bytes(b"x")
+    response = client.get(f"{OUTPUT}/", headers=OWNER)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    listed = re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True))
+    assert listed == ["x" * 16, "z.txt"]
+    for name in listed:
+        fetched = client.get(f"{OUTPUT}/{name}", headers=OWNER)
+        assert (fetched.status_code, fetched.get_data()) == (200, b"x")
+        fetched.close()
+    assert client.get(f"{OUTPUT}/{'y' * 17}", headers=OWNER).status_code == 400
