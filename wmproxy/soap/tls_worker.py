@@ -54,6 +54,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-
 
 from wmproxy.config import load_settings
 from wmproxy.text import log_text
+from wmproxy.web.unread import gunicorn_response
 
 _ACCEPT_ERRORS = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
 #: Seconds a connection closed after its answer waits for its client's FIN at most, and bytes it
@@ -106,10 +107,10 @@ def close_connection(environ: dict[str, Any]) -> None:
     graceful close's linger in the event loop): for a caller the service refuses outright, whose
     unread body must not hold a request thread or the loop. Call before ``start_response``;
     without gunicorn's response (tests in process), nothing happens."""
-    response = getattr(environ.get(_START_RESPONSE_KEY), "__self__", None)
-    if response is None or not hasattr(response, "force_close"):
+    response = gunicorn_response(environ.get(_START_RESPONSE_KEY))
+    if response is None:
         return
-    response.force_close()
+    response.force_close()  # as wmproxy.web.unread.force_close; then, unlike it, no graceful close either:
     sock = environ.get("gunicorn.socket")
     if isinstance(sock, DeadlineSocket):
         sock.abandoned = True

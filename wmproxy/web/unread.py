@@ -84,14 +84,21 @@ def counting_input(environ: dict[str, Any]) -> CountingInput:
     return counted
 
 
+def gunicorn_response(start_response: StartResponse | None) -> Any | None:
+    """gunicorn's response of the request, reached through its ``start_response`` (the
+    response's bound method), when it can close the connection after the answer
+    (``force_close``); None for another ``start_response`` (tests in process, a wrapper's own)
+    or none. What :func:`force_close` and :func:`wmproxy.soap.tls_worker.close_connection` close."""
+    response = getattr(start_response, "__self__", None)
+    return response if callable(getattr(response, "force_close", None)) else None
+
+
 def force_close(start_response: StartResponse) -> None:
     """Have gunicorn close the connection after this answer (``Connection: close``) without
     reading the rest of the request; ``start_response`` is gunicorn's own (its response's bound
     method). Without gunicorn's (tests in process), nothing happens."""
-    response = getattr(start_response, "__self__", None)
-    close = getattr(response, "force_close", None)
-    if callable(close):
-        close()
+    if (response := gunicorn_response(start_response)) is not None:
+        response.force_close()
 
 
 def close_unread(app: Application, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from wmproxy.web.unread import close_unread
+from wmproxy.soap import tls_worker
+from wmproxy.soap.tls_worker import close_connection
+from wmproxy.web.unread import close_unread, gunicorn_response
 
 
 class GunicornResponse:
@@ -59,3 +61,31 @@ def test_a_chunked_body_closes_unless_its_end_was_read(size: int | None, closing
 def test_a_request_without_a_body_stays_open() -> None:
     assert call(-1, b"", {}).closing is False
     assert call(-1, b"", {"CONTENT_LENGTH": "0"}).closing is False
+
+
+def test_gunicorns_response_is_found_through_its_bound_start_response() -> None:
+    """One helper finds gunicorn's response for close_unread (graceful close) and for
+    tls_worker.close_connection (the socket abandoned): none behind another start_response."""
+    response = GunicornResponse()
+    assert gunicorn_response(response.start_response) is response
+
+    class NoClose:
+        def start_response(self, status: str, headers: list[tuple[str, str]]) -> None:
+            pass
+
+    class NotCallable(NoClose):
+        force_close = True
+
+    def plain(status: str, headers: list[tuple[str, str]]) -> None:
+        pass
+
+    for other in (None, plain, NoClose().start_response, NotCallable().start_response):
+        assert gunicorn_response(other) is None
+
+
+def test_close_connection_closes_gunicorns_response_and_nothing_else() -> None:
+    response = GunicornResponse()
+    close_connection({tls_worker._START_RESPONSE_KEY: response.start_response})
+    assert response.closing is True
+    close_connection({})  # in process: nothing to close
+    close_connection({tls_worker._START_RESPONSE_KEY: lambda status, headers: None})
