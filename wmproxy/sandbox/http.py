@@ -17,7 +17,10 @@ collection and perusal refused it may have left in ``output/`` or ``peek/``, is 
 served there (:func:`~wmproxy.sandbox.storage.withheld`: 403), for the owner as for the readers the
 job's ACL admits. Statuses: 400 for a
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
-of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``), a path whose
+of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``; such a name, which
+a job collected before collection and perusal refused it or before the site lowered its limit
+may have left, is neither listed nor returned by getOutputFileList:
+:func:`~wmproxy.sandbox.storage.served_name`), a path whose
 path on the server would reach PATH_MAX, and an upload body cut off or malformed (a bad chunk);
 403 for a caller the site does not admit (checked before the path is parsed; the connection is
 then closed, its body not read), a path outside a sandbox, a refused caller (a limited proxy may

@@ -151,9 +151,8 @@ def test_a_name_whose_parts_the_edge_cannot_serve_is_refused(rt: Runtime, alice:
                                                              name: str, why: str) -> None:
     """The chunks ``peek/<name>.<epoch>`` and merged files ``peek/<name>-<first>-<last>`` are
     fetched through the sandbox edge, which refuses a ``\\`` (400) and a name longer than
-    ``[limits] max_sandbox_name_bytes``: such a name was perused, its parts never served (and
-    a merge of a 240-byte name failed, ENAMETOOLONG). Refused with the reason, as is a list
-    stored before; getPerusalFiles says why."""
+    ``[limits] max_sandbox_name_bytes``: such a name was perused, its parts never served.
+    Refused with the reason, as is a list stored before; getPerusalFiles says why."""
     with pytest.raises(InvalidArgumentError, match=re.escape(why)):
         enable_file_perusal(rt, alice, job_id, ["std.out", name])
     assert perusal_lists(rt, [job_id]) == {}
@@ -167,8 +166,10 @@ def test_a_name_whose_parts_the_edge_cannot_serve_is_refused(rt: Runtime, alice:
 
 
 def test_the_longest_name_taken_has_parts_the_edge_serves(rt: Runtime, alice: Principal, job_id: str) -> None:
-    """233 bytes (the site's 255 less 22) are taken, and its merged part is a name the edge
-    serves; a site's lower ``[limits] max_sandbox_name_bytes`` lowers it."""
+    """233 bytes (the site's 255 less 22) are taken, its chunks written (a name over 230 bytes
+    was never sampled: its chunk's temporary name ``.<chunk>.wmproxy-part`` was too long) and
+    its merged part is a name the edge serves; a site's lower ``[limits]
+    max_sandbox_name_bytes`` lowers it."""
     name = "x" * 233
     enable_file_perusal(rt, alice, job_id, [name])
     assert perusal_lists(rt, [job_id]) == {job_id: [name]}
