@@ -145,3 +145,22 @@ def test_with_no_file_limit_the_worker_collects_at_most_its_ceiling(runtime: Any
     assert row.state == JobState.DONE.value
     assert [name for name, _size in rt.storage.output_files(job_id)] == [f"f{i:02d}.o" for i in range(27)]
     assert "f27.o not collected: the maximum number of output sandbox files (27) is reached" in (row.reason or "")
+
+
+def test_a_name_longer_than_the_sites_limit_is_not_collected(runtime: Any, pki: Pki, work_root: Path) -> None:
+    """The sandbox edge refuses a name longer than ``[limits] max_sandbox_name_bytes`` (400):
+    collection checks the same limit, not 255, and names the file in the reason."""
+    rt = runtime(limits={"max_sandbox_name_bytes": 16})
+    alice = principal_of(pki, "alice")
+    delegate_in_process(rt, alice, pki.users["alice"].proxy, "exec")
+    script = "printf x > yyyyyyyyyyyyyy.o; printf x > zzzzzzzzzzzzzzzzz.o"
+    jdl = f'[ Executable = "/bin/sh"; Arguments = "-c \'{script}\'"; OutputSandbox = {{"*.o"}}; ]'
+    job_id = submit_job(rt, alice, jdl, "exec").job_id
+    run_to_end(rt, job_id, work_root)
+
+    row = job_row(rt, job_id)
+    assert row.state == JobState.DONE.value
+    assert [name for name, _size in rt.storage.output_files(job_id)] == ["y" * 14 + ".o"]
+    assert "output sandbox file zzzzzzzzzzzzzzzzz.o not collected: its destination name cannot be served" \
+        in (row.reason or "")
+    assert "19 bytes long, at most 16 allowed" in (row.reason or "")

@@ -1256,6 +1256,7 @@ class ExecutionWorker:
                 job.order.area.job_id, job.handle.work_dir, job.order.description.output_sandbox,
                 None if budget is None else budget[0],
                 max_files=self.rt.settings.limits.max_output_sandbox_files or OUTPUT_FILES_CEILING,
+                max_name_bytes=self.rt.settings.limits.max_sandbox_name_bytes,
                 targets=job.order.description.output_names)
             output_bytes = self.rt.storage.output_bytes(job.order.area.job_id)  # counted with the end
             reasons += [f"output sandbox file {name} not collected: {why}"
