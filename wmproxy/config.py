@@ -748,7 +748,10 @@ class LimitsSettings:
             at 0 a job's input area still holds at most 10,000 files and directories
             (``INPUT_ENTRIES_CEILING`` of :mod:`wmproxy.services.sandboxes`): empty ones cost no
             bytes against MaxInputSandboxSize or the quota.
-        max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit).
+        max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit):
+            the edge's transfers and listings, the output sandbox's collection and
+            getOutputFileList all check it, so every name listed can be fetched; a perusal
+            file name may take 22 bytes less (the ``-<first>-<last>`` of a merged part).
         max_pending_delegation_requests: pending delegation requests (getProxyReq,
             getNewProxyReq, renewProxyReq without their putProxy yet) one DN keeps; beyond
             them its oldest are dropped (a putProxy for one is refused as for any unknown
