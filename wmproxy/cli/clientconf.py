@@ -114,7 +114,7 @@ def load(path: str | None, environ: Mapping[str, str] | None = None, *, vo: str 
         return ClientConfig()
     try:
         text = read_text_file(path)  # bounded: a FIFO or /dev/zero named here never fills the memory
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError("Configuration", f"cannot read the configuration file {path}: {unreadable(exc)}") from None
     first = next((ln.strip() for ln in text.splitlines()
                   if ln.strip() and not ln.strip().startswith(("#", ";", "//"))), "")

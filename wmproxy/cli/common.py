@@ -471,7 +471,7 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     try:
         ids = jobids.read_job_ids(input_file)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
     if not ids:
         raise CliError("Input", f"{input_file} holds no job id")

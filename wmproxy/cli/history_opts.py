@@ -218,7 +218,7 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
     if input_file:
         try:
             ids = jobids.read_job_ids(input_file)
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise common.CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
         if not ids:
             raise common.CliError("Input", f"{input_file} holds no job id")

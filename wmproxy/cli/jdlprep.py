@@ -126,7 +126,7 @@ def _inline(node: Any, base: Path, seen: tuple[Path, ...], *, as_description: bo
         raise CliError("JDL", f"node file {path} includes itself")
     try:
         text = read_text_file(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError("JDL", f"cannot read the node file {path}: {unreadable(exc)}") from None
     inner = parse(text, str(path))
     inline_node_files(inner, path.parent, (*seen, path))

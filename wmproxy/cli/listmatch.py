@@ -37,7 +37,7 @@ def list_match(
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
     try:
         jdl = read_text_file(jdl_file)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
     env = common.Environment.load(endpoint)
     jdl = jdlprep.prepare(jdl, jdl_file, Path(jdl_file).absolute().parent,

@@ -170,7 +170,7 @@ def submit(
 def _read_jdl(path: str) -> str:
     try:
         return read_text_file(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise common.CliError("JDL", f"cannot read {path}: {unreadable(exc)}") from None
 
 
@@ -191,7 +191,7 @@ def _choose_ce(path: str) -> str:
     the first; else the user picks one by number (no answer, the end of input: the first)."""
     try:
         lines = read_text_file(path).splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise common.CliError("Input", f"cannot read {path}: {unreadable(exc)}") from None
     ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if not ces:
