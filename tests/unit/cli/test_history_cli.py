@@ -193,11 +193,11 @@ class TestBatches:
 class TestAll:
     def test_table_and_filters(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
         jobs.jobs = [summary(JOB + "2", "Done", exit_code=1), summary(JOB, "Running", destination=None)]
-        result = runner.invoke(cli, ["status", "--all", "-s", "Done", "--exclude", "Aborted", "--from", "2026-11-01",
+        result = runner.invoke(cli, ["status", "--all", "-s", "Done", "--from", "2026-11-01",
                                      "--user-tag", "campaign=a"])
         assert result.exit_code == 0, result.output
         assert jobs.calls[-1] == ("list_all_jobs", {
-            "states": ("Done",), "exclude_states": ("Aborted",), "since": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+            "states": ("Done",), "exclude_states": (), "since": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
             "until": None, "user_tags": {"campaign": "a"}})
         lines = result.stdout.splitlines()
         assert lines[0].split() == ["JOBID", "STATUS", "SUBMITTED", "(UTC)", "DESTINATION"]
@@ -214,3 +214,13 @@ class TestAll:
     @pytest.mark.parametrize("args", [["--all", JOB], ["--all", "-i", "jobs.txt"]])
     def test_usage_errors(self, runner: CliRunner, jobs: FakeJobsClient, args: list[str]) -> None:
         assert runner.invoke(cli, ["status", *args]).exit_code == 1
+
+    @pytest.mark.parametrize("args", [["--all"], [], [JOB]], ids=["all", "filters-only", "jobs-given"])
+    def test_status_and_exclude_exclude_each_other(self, runner: CliRunner, jobs: FakeJobsClient,
+                                                   args: list[str]) -> None:
+        """glite-wms-job-status refuses --status with --exclude (checkExclude: UI_ARG_EXCLUSIVE)."""
+        result = runner.invoke(cli, ["status", "-s", "Done", "--exclude", "Aborted", *args])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Usage: -s/--status and -e/--exclude cannot be given together"), \
+            result.stderr
+        assert result.stdout == "" and jobs.calls == []
