@@ -7,7 +7,7 @@ import functools
 import io
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -38,8 +38,18 @@ def append_text(text: str, output_file: str) -> None:
     Raises:
         CliError: ``Output`` when the file cannot be written.
     """
+    _write(text, output_file, "a")
+
+
+def _write(text: str, output_file: str, mode: Literal["a", "w"]) -> None:
+    """Write ``text`` to ``output_file`` opened with ``mode`` (``"a"`` appends, ``"w"``
+    overwrites).
+
+    Raises:
+        CliError: ``Output`` when the file cannot be written.
+    """
     try:
-        with open(output_file, "a", encoding="utf-8") as fh:
+        with open(output_file, mode, encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
         raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
@@ -72,11 +82,7 @@ def save_text(text: str, output_file: str) -> bool:
                 break
             if answer == "q":
                 return False
-    try:
-        with open(output_file, "a" if append else "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
+    _write(text, output_file, "a" if append else "w")
     return True
 
 
