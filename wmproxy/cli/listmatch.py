@@ -39,7 +39,7 @@ def list_match(
         jdl = read_text_file(jdl_file)
     except OSError as exc:
         raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
-    env = common.Environment.load(endpoint)
+    env = common.Environment.load(endpoint, jdl=jdl)  # its VirtualOrganisation may choose the configuration
     jdl = jdlprep.prepare(jdl, jdl_file, Path(jdl_file).absolute().parent,
                           defaults=jdl_defaults(env.config, myproxy=False))
     if is_compound(jdl):
