@@ -13,7 +13,7 @@ import click
 
 from wmproxy.cli.common import echo, json_requested, run_options
 from wmproxy.cli.errors import CliError
-from wmproxy.cli.prompts import read_answer
+from wmproxy.cli.prompts import read_answer, yes_no
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,6 +84,20 @@ def save_text(text: str, output_file: str) -> bool:
                 return False
     _write(text, output_file, "a" if append else "w")
     return True
+
+
+def confirm_overwrite(output_file: str | None) -> None:
+    """``cancel`` and ``list-match`` before anything is done, as gLite's
+    ``Utils::askForFileOverwriting``: an ``-o FILE`` that exists (without ``--noint`` or
+    ``--json``) is to be overwritten? Declined, or no answer (the default: no), it prints
+    ``bye`` and exits 1 (gLite: ECONNABORTED). Accepted, :func:`save_text` asks again at the
+    end whether to append, overwrite or not save, as gLite does."""
+    if not output_file or not os.path.isfile(output_file) or run_options().noint or json_requested():
+        return
+    question = f"\n\n{os.path.abspath(output_file)} file already exists\nDo you want to overwrite it ?"
+    if not yes_no(question, default=False):
+        echo("bye", err=True)
+        raise SystemExit(1)
 
 
 def result_file_option(func: F) -> F:
