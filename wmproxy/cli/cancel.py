@@ -11,7 +11,7 @@ import click
 
 from wmproxy.cli import common, render
 from wmproxy.cli.prompts import yes_no
-from wmproxy.cli.results import write_result
+from wmproxy.cli.results import confirm_overwrite, write_result
 from wmproxy.cli.status import _job_ids
 from wmproxy.client import WMProxyClientError
 
@@ -26,9 +26,11 @@ from wmproxy.client import WMProxyClientError
 def cancel(job_ids: tuple[str, ...], input_file: str | None, output_file: str | None, noint: bool,
            endpoint: str | None, as_json: bool) -> None:
     """Cancel jobs (jobCancel). Asks for confirmation unless --noint or --json (no answer, the
-    end of input: yes); declined, it exits 1."""
+    end of input: yes); declined, it exits 1. An existing -o FILE is asked about first (no
+    answer: no, exit 1), as glite-wms-job-cancel."""
     ids = _job_ids(job_ids, input_file)
     env = common.Environment.load(endpoint)
+    confirm_overwrite(output_file)  # gLite asks before cancelling, and again when it saves
     if not (as_json or common.run_options().noint) and not yes_no("Are you sure you want to remove specified job(s)",
                                                                   default=True):
         common.echo("bye", err=True)  # gLite jobcancel: "bye", exit status 1

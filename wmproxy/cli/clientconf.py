@@ -1,7 +1,8 @@
 """The client configuration file: ``-c/--config FILE``, else ``$WMPROXY_CLIENT_CONFIG``, else (gLite
 UI, ``Utils::checkConf``) ``$GLITE_WMSUI_COMMANDS_CONFIG``, else the VO's
 ``<prefix>/etc/glite-wms/<vo>/glite_wms.conf`` when it exists (``<prefix>``: ``$EMI_UI_CONF``, else
-``/``; the VO: ``--vo``, else the VOMS attribute of the user proxy).
+``/``; the VO: ``--vo``, else the VOMS attribute of the user proxy, else the
+``VirtualOrganisation`` of the JDL of ``submit``/``list-match``).
 
 Two spellings are read (``docs/cli.md``):
 
@@ -96,11 +97,16 @@ def vo_config_path(vo: str, environ: Mapping[str, str]) -> str:
 
 
 def load(path: str | None, environ: Mapping[str, str] | None = None, *, vo: str | None = None,
-         proxy_vo: Callable[[], str | None] | None = None) -> ClientConfig:
+         proxy_vo: Callable[[], str | None] | None = None,
+         jdl_vo: Callable[[], str | None] | None = None) -> ClientConfig:
     """The configuration of ``path``, else of ``$WMPROXY_CLIENT_CONFIG``, else of
     ``$GLITE_WMSUI_COMMANDS_CONFIG``, else of the VO's :func:`vo_config_path` when that file
-    exists (the VO: ``vo``, else what ``proxy_vo`` returns, asked only when the directory
-    ``<prefix>/etc/glite-wms`` exists), else the defaults.
+    exists, else the defaults.
+
+    The VO is ``vo``, else what ``proxy_vo`` returns, else what ``jdl_vo`` returns (the JDL's
+    ``VirtualOrganisation``), each asked only when the directory ``<prefix>/etc/glite-wms``
+    exists and the ones before gave none: gLite's ``Utils::checkConf`` reads the JDL's only
+    when the proxy has no VOMS VO (``--vo`` there only when it has none either).
 
     Raises:
         CliError: ``Configuration`` when the file cannot be read or parsed, naming the file (a
@@ -109,12 +115,12 @@ def load(path: str | None, environ: Mapping[str, str] | None = None, *, vo: str 
     env = os.environ if environ is None else environ
     path = path or env.get(CONFIG_ENV) or env.get(GLITE_CONFIG_ENV)
     if not path:
-        path = _vo_file(env, vo, proxy_vo)
+        path = _vo_file(env, vo, proxy_vo, jdl_vo)
     if not path:
         return ClientConfig()
     try:
         text = read_text_file(path)  # bounded: a FIFO or /dev/zero named here never fills the memory
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError("Configuration", f"cannot read the configuration file {path}: {unreadable(exc)}") from None
     first = next((ln.strip() for ln in text.splitlines()
                   if ln.strip() and not ln.strip().startswith(("#", ";", "//"))), "")
@@ -123,11 +129,16 @@ def load(path: str | None, environ: Mapping[str, str] | None = None, *, vo: str 
     return _from_classad(text, path)
 
 
-def _vo_file(environ: Mapping[str, str], vo: str | None, proxy_vo: Callable[[], str | None] | None) -> str | None:
-    """The VO's configuration file, if it exists (:func:`load`)."""
+def _vo_file(environ: Mapping[str, str], vo: str | None, *sources: Callable[[], str | None] | None) -> str | None:
+    """The VO's configuration file, if it exists (:func:`load`): ``vo``, else the first VO one
+    of ``sources`` (the proxy's, the JDL's) gives, each asked in turn."""
     if not os.path.isdir(os.path.join(environ.get(PREFIX_ENV) or "/", "etc", "glite-wms")):
         return None  # no file to find: the proxy is not read
-    name = vo or (proxy_vo() if proxy_vo is not None else None)
+    name = vo
+    for source in sources:
+        if name or source is None:
+            continue
+        name = source()
     if not name or "/" in name or name in (".", ".."):
         return None
     path = vo_config_path(name, environ)

@@ -96,13 +96,21 @@ class Environment:
     config: ClientConfig = field(default_factory=ClientConfig)
 
     @classmethod
-    def load(cls, endpoint: str | None, environ: dict[str, str] | None = None) -> Environment:
-        """Raises: CliError("Configuration") when no endpoint is given anywhere, an endpoint is
+    def load(cls, endpoint: str | None, environ: dict[str, str] | None = None, *,
+             jdl: str | None = None) -> Environment:
+        """``jdl``: the text of the JDL the verb sends (``submit``, ``list-match``), whose
+        ``VirtualOrganisation`` chooses the VO's configuration file when neither ``--vo`` nor
+        the proxy names a VO (:func:`wmproxy.cli.clientconf.load`).
+
+        Raises: CliError("Configuration") when no endpoint is given anywhere, an endpoint is
         not an ``https://`` URL, or the configuration file is unusable."""
+        from wmproxy.cli.jdlprep import virtual_organisation
+
         env = dict(os.environ) if environ is None else environ
         options = run_options()
         proxy = env.get("X509_USER_PROXY") or f"/tmp/x509up_u{os.getuid()}"  # noqa: S108 - the Globus default
-        config = clientconf.load(options.config_file, env, vo=options.vo, proxy_vo=lambda: proxy_vo(proxy))
+        config = clientconf.load(options.config_file, env, vo=options.vo, proxy_vo=lambda: proxy_vo(proxy),
+                                 jdl_vo=None if jdl is None else lambda: virtual_organisation(jdl))
         if options.vo:
             config = replace(config, vo=options.vo)
         first = endpoint or env.get(ENDPOINT_ENV)
@@ -471,7 +479,7 @@ def one_job_id(job_id: str | None, input_file: str | None) -> str:
         raise click.UsageError("no job id given (JOBID or -i FILE)")
     try:
         ids = jobids.read_job_ids(input_file)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
     if not ids:
         raise CliError("Input", f"{input_file} holds no job id")

@@ -70,7 +70,7 @@ def collection_jdl(directory: str | os.PathLike[str]) -> str:
     for path in files:
         try:
             text = read_text_file(path)
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise CliError("Collection", f"cannot read {path}: {unreadable(exc)}") from None
         ad = _parse(text)
         if ad is None:

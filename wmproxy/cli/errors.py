@@ -4,8 +4,11 @@ local text files the CLI sends or reads ids from, whose failures it reports."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+
+_log = logging.getLogger("wmproxy.cli")
 
 #: the largest local text file read (a JDL, an ``-i`` file of job or CE ids, ``--default-jdl``):
 #: the service's default ``[limits] max_request_bytes``, the most one request may carry
@@ -13,13 +16,16 @@ MAX_TEXT_FILE = 16 * 1024 * 1024
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
-    """The UTF-8 text of the regular file ``path``, read only up to :data:`MAX_TEXT_FILE` bytes
+    """The text of the regular file ``path``, read only up to :data:`MAX_TEXT_FILE` bytes
     (``/dev/zero``, a FIFO or a huge file never fill the memory or reach the service).
+
+    The bytes are decoded as UTF-8, else as Latin-1 (ISO 8859-1): every byte is taken, as the
+    gLite UI's parser took a file's bytes, so a JDL, ids or configuration file written in
+    Latin-1 (``"caf\\xe9"``) is read as its author meant (``café``), never refused.
 
     Raises:
         OSError: it cannot be opened or read, is not a regular file (``EINVAL``) or is larger than
             :data:`MAX_TEXT_FILE` (``EFBIG``); ``strerror`` says which.
-        UnicodeDecodeError: it is not UTF-8.
     """
     # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -29,7 +35,11 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
         data = fh.read(MAX_TEXT_FILE + 1)
     if len(data) > MAX_TEXT_FILE:
         raise OSError(errno.EFBIG, too_large("it is"), str(path))
-    return data.decode("utf-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _log.info("%s is not UTF-8 (byte 0x%02x at offset %d): read as Latin-1", path, data[exc.start], exc.start)
+        return data.decode("latin-1")
 
 
 def too_large(what: str) -> str:
@@ -38,10 +48,8 @@ def too_large(what: str) -> str:
             "(the service's default [limits] max_request_bytes)")
 
 
-def unreadable(exc: OSError | UnicodeDecodeError) -> str:
-    """Why a text file could not be read: the system's reason, or that it is not UTF-8."""
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+def unreadable(exc: OSError) -> str:
+    """Why a text file could not be read (:func:`read_text_file`): the system's reason."""
     return exc.strerror or str(exc)
 
 

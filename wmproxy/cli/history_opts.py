@@ -156,6 +156,38 @@ def parse_states(values: Sequence[str], option: str) -> tuple[str, ...]:
     return tuple(states)
 
 
+#: The L&B event types of its gLite flesh, each at the index of its code (``edg_wll_EventCode``,
+#: ``org.glite.lb.types/events.T``: 1 Transfer ... 17 RegJob ... 32 DisconnectJob; 0 is no
+#: event), as ``glite-wms-job-logging-info --event/--exclude`` take them: a name or a code.
+LB_EVENTS = ("Undefined", "Transfer", "Accepted", "Refused", "EnQueued", "DeQueued", "HelperCall", "HelperReturn",
+             "Running", "Resubmission", "Done", "Cancel", "Abort", "Clear", "Purge", "Match", "Pending", "RegJob",
+             "Chkpt", "Listener", "CurDescr", "UserTag", "ChangeACL", "Notification", "ResourceUsage",
+             "ReallyRunning", "Suspend", "Resume", "CollectionState", "GrantPayloadOwnership",
+             "TakePayloadOwnership", "ConnectJob", "DisconnectJob")
+
+
+def event_kinds(values: Sequence[str], option: str) -> list[str]:
+    """The event kinds ``--event``/``--exclude`` values select
+    (:func:`wmproxy.cli.render_history.kinds_for`): a kind, an L&B event name, or an L&B event
+    code (``15`` is ``Match``), as gLite's ``checkExclude``.
+
+    Raises:
+        click.BadParameter: a code that is no L&B event (not 1 to 32).
+    """
+    from wmproxy.cli.render_history import kinds_for
+
+    names: list[str] = []
+    for value in values:
+        if not re.fullmatch(r"[+-]?\d+", value.strip()):
+            names.append(value)
+            continue
+        code = int(value)
+        if not 1 <= code < len(LB_EVENTS):
+            raise click.BadParameter(f"{value!r}: an L&B event code is 1 to {len(LB_EVENTS) - 1}", param_hint=option)
+        names.append(LB_EVENTS[code])
+    return kinds_for(names)
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """What ``status --status/--exclude/--from/--to/--user-tag`` keep: the jobs in one of
@@ -218,7 +250,7 @@ def batch_ids(job_ids: Sequence[str], input_file: str | None) -> list[str]:
     if input_file:
         try:
             ids = jobids.read_job_ids(input_file)
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise common.CliError("Input", f"cannot read {input_file}: {unreadable(exc)}") from None
         if not ids:
             raise common.CliError("Input", f"{input_file} holds no job id")

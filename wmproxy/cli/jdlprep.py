@@ -91,6 +91,19 @@ def parse(text: str, source: str) -> Any:
         raise CliError("JDL", f"{source}: syntax error at line {line}, column {column}{snippet} ({reason})") from None
 
 
+def virtual_organisation(text: str) -> str | None:
+    """The JDL's ``VirtualOrganisation`` string, None when it has none or does not parse (the
+    verb reports the syntax error when it prepares the JDL: :func:`parse`)."""
+    from wmproxy.errors import WMProxyError
+    from wmproxy.jdl.parse import parse_jdl
+
+    try:
+        vo = parse_jdl(text).get("VirtualOrganisation")
+    except (WMProxyError, ValueError):
+        return None
+    return vo if isinstance(vo, str) and vo else None
+
+
 def _node_keys(ad: Any) -> list[str]:
     """The attributes of ``ad`` holding its nodes: ``Nodes = {...}`` (a list of job ads) or
     the old DAG form ``nodes = [ A = [ description = [...] ]; dependencies = ... ]``."""
@@ -126,7 +139,7 @@ def _inline(node: Any, base: Path, seen: tuple[Path, ...], *, as_description: bo
         raise CliError("JDL", f"node file {path} includes itself")
     try:
         text = read_text_file(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliError("JDL", f"cannot read the node file {path}: {unreadable(exc)}") from None
     inner = parse(text, str(path))
     inline_node_files(inner, path.parent, (*seen, path))

@@ -131,7 +131,6 @@ def read_job_ids(path: str | os.PathLike[str]) -> list[str]:
     Raises:
         OSError: the file cannot be read, is not a regular file or is larger than 16 MiB
             (:func:`wmproxy.cli.errors.read_text_file`).
-        UnicodeDecodeError: it is not UTF-8.
     """
     text = read_text_file(path).removeprefix("\ufeff")
     ids: dict[str, None] = {}

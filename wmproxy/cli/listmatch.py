@@ -11,7 +11,7 @@ from wmproxy.cli import common, jdlprep, render
 from wmproxy.cli.clientconf import jdl_defaults
 from wmproxy.cli.compound import is_compound
 from wmproxy.cli.errors import read_text_file, unreadable
-from wmproxy.cli.results import save_text, write_result
+from wmproxy.cli.results import confirm_overwrite, save_text, write_result
 
 
 @click.command("list-match")
@@ -35,11 +35,12 @@ def list_match(
     """List the computing elements matching the job in JDLFILE, best rank first."""
     if bool(delegation_id) == automatic:
         raise click.UsageError("exactly one of -d/--delegationid and -a/--autm-delegation is required")
+    confirm_overwrite(output_file)  # gLite asks before matching, and again when it saves
     try:
         jdl = read_text_file(jdl_file)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise common.CliError("JDL", f"cannot read {jdl_file}: {unreadable(exc)}") from None
-    env = common.Environment.load(endpoint)
+    env = common.Environment.load(endpoint, jdl=jdl)  # its VirtualOrganisation may choose the configuration
     jdl = jdlprep.prepare(jdl, jdl_file, Path(jdl_file).absolute().parent,
                           defaults=jdl_defaults(env.config, myproxy=False))
     if is_compound(jdl):

@@ -15,7 +15,7 @@ from wmproxy.cli.results import result_file_option
 @click.option("-v", "--verbosity", type=click.IntRange(0, 3), default=1, show_default=True,
               help="0: event and time; 1: + source and reason; 2: + job state; 3: + job id and event kind.")
 @click.option("--event", "events", metavar="EVENT", multiple=True,
-              help="Only these events (L&B name such as Match, or kind such as matched).")
+              help="Only these events (L&B name such as Match or its code 15, or kind such as matched).")
 @click.option("-e", "--exclude", "excluded", metavar="EVENT", multiple=True, help="Leave out these events.")
 @click.option("--from", "since", metavar="TIME",
               help="Only events at or after TIME ([MM:DD:]hh:mm[:YYYY] local time, or ISO 8601: no zone = UTC).")
@@ -37,9 +37,9 @@ def logging_info(job_ids: tuple[str, ...], input_file: str | None, verbosity: in
     before = history_opts.parse_time(until, "--to")
     tags = history_opts.parse_user_tags(user_tags)
     ids = history_opts.batch_ids(job_ids, input_file)
-    kinds = render_history.kinds_for(events)
+    kinds = history_opts.event_kinds(events, "--event")
     if excluded:
-        dropped = set(render_history.kinds_for(excluded))
+        dropped = set(history_opts.event_kinds(excluded, "--exclude"))
         kinds = [k for k in kinds or render_history.EVENT_NAMES if k not in dropped]
         if not kinds:
             raise click.UsageError("--exclude leaves no event to show")

@@ -40,7 +40,7 @@ def _file_names(files: tuple[str, ...], names_file: str | None) -> list[str]:
     if names_file:
         try:
             text = read_text_file(names_file)  # bounded, a regular file only
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise common.CliError("Input", f"cannot read {names_file}: {unreadable(exc)}") from None
         names += [n.strip() for n in text.splitlines() if n.strip() and not n.strip().startswith("#")]
     return names

@@ -7,13 +7,13 @@ import functools
 import io
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
 from wmproxy.cli.common import echo, json_requested, run_options
 from wmproxy.cli.errors import CliError
-from wmproxy.cli.prompts import read_answer
+from wmproxy.cli.prompts import read_answer, yes_no
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,8 +38,18 @@ def append_text(text: str, output_file: str) -> None:
     Raises:
         CliError: ``Output`` when the file cannot be written.
     """
+    _write(text, output_file, "a")
+
+
+def _write(text: str, output_file: str, mode: Literal["a", "w"]) -> None:
+    """Write ``text`` to ``output_file`` opened with ``mode`` (``"a"`` appends, ``"w"``
+    overwrites).
+
+    Raises:
+        CliError: ``Output`` when the file cannot be written.
+    """
     try:
-        with open(output_file, "a", encoding="utf-8") as fh:
+        with open(output_file, mode, encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
         raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
@@ -72,12 +82,22 @@ def save_text(text: str, output_file: str) -> bool:
                 break
             if answer == "q":
                 return False
-    try:
-        with open(output_file, "a" if append else "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise CliError("Output", f"cannot write {output_file}: {exc.strerror}") from None
+    _write(text, output_file, "a" if append else "w")
     return True
+
+
+def confirm_overwrite(output_file: str | None) -> None:
+    """``cancel`` and ``list-match`` before anything is done, as gLite's
+    ``Utils::askForFileOverwriting``: an ``-o FILE`` that exists (without ``--noint`` or
+    ``--json``) is to be overwritten? Declined, or no answer (the default: no), it prints
+    ``bye`` and exits 1 (gLite: ECONNABORTED). Accepted, :func:`save_text` asks again at the
+    end whether to append, overwrite or not save, as gLite does."""
+    if not output_file or not os.path.isfile(output_file) or run_options().noint or json_requested():
+        return
+    question = f"\n\n{os.path.abspath(output_file)} file already exists\nDo you want to overwrite it ?"
+    if not yes_no(question, default=False):
+        echo("bye", err=True)
+        raise SystemExit(1)
 
 
 def result_file_option(func: F) -> F:

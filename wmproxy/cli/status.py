@@ -41,11 +41,14 @@ def status(job_ids: tuple[str, ...], input_file: str | None, verbosity: int, all
 
     --status, --exclude, --from, --to and --user-tag keep the jobs given (JOBID, -i FILE)
     that pass them, or without any job given list all your jobs that pass them, as
-    glite-wms-job-status.
+    glite-wms-job-status (which takes --status or --exclude, not both).
 
     A batch (several ids, -i FILE) goes on past a job that fails; each failure is reported
     and the exit status is 1 at the end.
     """
+    if states and excluded:  # glite-wms-job-status checkExclude: UI_ARG_EXCLUSIVE
+        raise click.UsageError("-s/--status and -e/--exclude cannot be given together (as in glite-wms-job-status: "
+                               "keep the states wanted, or leave out those not wanted)")
     filters = history_opts.JobFilter.parse(states, excluded, since, until, user_tags)
     if all_jobs and (job_ids or input_file):
         raise click.UsageError("--all lists every job: give no JOBID nor -i")

@@ -99,11 +99,12 @@ def submit(
     if valid and valid_to:
         raise click.UsageError("give at most one of -v/--valid and --to")
     _check_jobid_file(jobid_file)
-    env = common.Environment.load(endpoint)
     if collection_dir:
         jdl, jdl_dir, source = collection_jdl(collection_dir), Path(collection_dir).absolute(), collection_dir
     elif jdl_file is not None:  # exactly one of the two, checked above
         jdl, jdl_dir, source = _read_jdl(jdl_file), Path(jdl_file).absolute().parent, jdl_file
+    # the JDL file's VirtualOrganisation may choose the VO's configuration (gLite: not a collection's)
+    env = common.Environment.load(endpoint, jdl=None if collection_dir else jdl)
     overrides: dict[str, Any] = {}
     submit_to = resource or (_choose_ce(ce_file) if ce_file else None)
     if submit_to:
@@ -170,7 +171,7 @@ def submit(
 def _read_jdl(path: str) -> str:
     try:
         return read_text_file(path)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise common.CliError("JDL", f"cannot read {path}: {unreadable(exc)}") from None
 
 
@@ -191,7 +192,7 @@ def _choose_ce(path: str) -> str:
     the first; else the user picks one by number (no answer, the end of input: the first)."""
     try:
         lines = read_text_file(path).splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise common.CliError("Input", f"cannot read {path}: {unreadable(exc)}") from None
     ces = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if not ces:

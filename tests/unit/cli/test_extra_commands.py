@@ -96,8 +96,10 @@ class TestListMatch:
         ces = tmp_path / "ces"
         ces.write_text("previous results\n")
         fake.matches = [CEMatch("ce1", 3)]
-        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")], input="a\n")
+        result = runner.invoke(cli, ["list-match", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")],
+                               input="y\na\n")  # overwrite? (asked first, as gLite), then append/overwrite
         assert result.exit_code == 0
+        assert "Do you want to overwrite it ?" in result.stderr
         assert "Do you want to append (a) or to overwrite (o) ?" in result.stderr
         assert ces.read_text().startswith("previous results\n") and " - ce1\n" in ces.read_text()
         result = runner.invoke(cli, ["list-match", "--json", "-d", "dg", "-o", str(ces), str(tmp_path / "m.jdl")])

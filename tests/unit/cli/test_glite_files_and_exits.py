@@ -134,6 +134,52 @@ class TestCancel:
         assert f"- {job}" in result.stdout
 
 
+class TestOverwriteAskedFirst:
+    """glite-wms-job-cancel and -list-match ask ``Utils::askForFileOverwriting`` about an existing
+    ``-o FILE`` before anything is done (no answer: no, "bye", exit 1), then ``saveToFile``'s
+    append/overwrite question when they save."""
+
+    @pytest.fixture
+    def job(self, service: Runtime, pki: Pki) -> str:
+        return registered_job(service, pki, ECHO_JDL, JobState.SUBMITTED)[1]
+
+    @pytest.fixture
+    def out(self, tmp_path: Path) -> Path:
+        path = tmp_path / "result.txt"
+        path.write_text("previous\n")
+        return path
+
+    @pytest.mark.parametrize("answer", ["n\n", "\n", ""], ids=["no", "empty", "end-of-input"])
+    def test_cancel_declined_cancels_nothing(self, runner: CliRunner, job: str, service: Runtime, out: Path,
+                                             answer: str) -> None:
+        result = runner.invoke(cli, ["cancel", "-o", str(out), job], input=answer)
+        assert result.exit_code == 1
+        assert f"\n\n{out} file already exists\nDo you want to overwrite it ? [y/n]n : " in result.stderr
+        assert result.stderr.rstrip().endswith("bye") and "Are you sure" not in result.stderr
+        assert out.read_text() == "previous\n"
+        with service.uow() as uow:
+            stored = uow.jobs.get(job)
+            assert stored is not None and stored.state == JobState.SUBMITTED.value
+
+    def test_cancel_accepted_asks_again_when_saving(self, runner: CliRunner, job: str, out: Path) -> None:
+        result = runner.invoke(cli, ["cancel", "-o", str(out), job], input="y\ny\na\n")
+        assert result.exit_code == 0, result.output
+        assert result.stderr.index("Do you want to overwrite it ?") < result.stderr.index("Are you sure") \
+            < result.stderr.index("Do you want to append (a) or to overwrite (o) ?")
+        assert out.read_text().startswith("previous\n") and job in out.read_text()
+
+    def test_list_match(self, runner: CliRunner, service: Runtime, out: Path, tmp_path: Path) -> None:
+        jdl = tmp_path / "job.jdl"
+        jdl.write_text(ECHO_JDL)
+        result = runner.invoke(cli, ["list-match", "-d", "none", "-o", str(out), str(jdl)], input="\n")
+        assert result.exit_code == 1
+        assert "Do you want to overwrite it ? [y/n]n : " in result.stderr and result.stderr.rstrip().endswith("bye")
+        assert out.read_text() == "previous\n"
+        for args in (["--noint"], ["--json"]):  # never asked
+            result = runner.invoke(cli, ["list-match", "-d", "none", *args, "-o", str(out), str(jdl)], input="")
+            assert "Do you want to overwrite it" not in result.stderr
+
+
 def _awk_last_field(text: str, pattern: str) -> list[str]:
     """``awk -F ' ' '/<pattern>/ {print $NF}'`` (the CTB test WMS-cli-delegate-proxy.sh)."""
     return [line.split()[-1] for line in text.splitlines() if pattern in line and line.split()]

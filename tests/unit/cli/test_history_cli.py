@@ -65,6 +65,26 @@ class TestLoggingInfoText:
         runner.invoke(cli, ["logging-info", "--exclude", "RegJob", JOB])
         assert "registered" not in jobs.calls[-1][1][3] and "done" in jobs.calls[-1][1][3]
 
+    def test_event_codes_select_kinds(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
+        """glite-wms-job-logging-info takes L&B event codes too (edg_wll_EventCode: 11 Cancel,
+        15 Match, 17 RegJob)."""
+        result = runner.invoke(cli, ["logging-info", "--event", "11", "--event", "15", JOB])
+        assert result.exit_code == 0, result.output
+        assert jobs.calls[-1][1][3] == ("cancel_requested", "cancelled", "matched")
+        result = runner.invoke(cli, ["logging-info", "-e", "17", JOB])
+        assert result.exit_code == 0, result.output
+        assert "registered" not in jobs.calls[-1][1][3] and "done" in jobs.calls[-1][1][3]
+
+    @pytest.mark.parametrize("code", ["0", "33", "-1"])
+    def test_an_event_code_out_of_range_is_a_usage_error(self, runner: CliRunner, jobs: FakeJobsClient,
+                                                          code: str) -> None:
+        for option in ("--event", "--exclude"):
+            result = runner.invoke(cli, ["logging-info", option, code, JOB])
+            assert result.exit_code == 1
+            assert result.stderr.startswith("Error - Usage: ") and "an L&B event code is 1 to 32" in result.stderr
+            assert option in result.stderr
+        assert jobs.calls == []
+
     @pytest.mark.usefixtures("utc_local_time")  # the gLite forms are local time
     def test_times_are_passed_as_utc(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
         result = runner.invoke(cli, ["logging-info", "--from", "2026-11-05T06:00:00+01:00", "--to", "11:06:10:30:2026",
@@ -193,11 +213,11 @@ class TestBatches:
 class TestAll:
     def test_table_and_filters(self, runner: CliRunner, jobs: FakeJobsClient) -> None:
         jobs.jobs = [summary(JOB + "2", "Done", exit_code=1), summary(JOB, "Running", destination=None)]
-        result = runner.invoke(cli, ["status", "--all", "-s", "Done", "--exclude", "Aborted", "--from", "2026-11-01",
+        result = runner.invoke(cli, ["status", "--all", "-s", "Done", "--from", "2026-11-01",
                                      "--user-tag", "campaign=a"])
         assert result.exit_code == 0, result.output
         assert jobs.calls[-1] == ("list_all_jobs", {
-            "states": ("Done",), "exclude_states": ("Aborted",), "since": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+            "states": ("Done",), "exclude_states": (), "since": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
             "until": None, "user_tags": {"campaign": "a"}})
         lines = result.stdout.splitlines()
         assert lines[0].split() == ["JOBID", "STATUS", "SUBMITTED", "(UTC)", "DESTINATION"]
@@ -214,3 +234,13 @@ class TestAll:
     @pytest.mark.parametrize("args", [["--all", JOB], ["--all", "-i", "jobs.txt"]])
     def test_usage_errors(self, runner: CliRunner, jobs: FakeJobsClient, args: list[str]) -> None:
         assert runner.invoke(cli, ["status", *args]).exit_code == 1
+
+    @pytest.mark.parametrize("args", [["--all"], [], [JOB]], ids=["all", "filters-only", "jobs-given"])
+    def test_status_and_exclude_exclude_each_other(self, runner: CliRunner, jobs: FakeJobsClient,
+                                                   args: list[str]) -> None:
+        """glite-wms-job-status refuses --status with --exclude (checkExclude: UI_ARG_EXCLUSIVE)."""
+        result = runner.invoke(cli, ["status", "-s", "Done", "--exclude", "Aborted", *args])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error - Usage: -s/--status and -e/--exclude cannot be given together"), \
+            result.stderr
+        assert result.stdout == "" and jobs.calls == []
