@@ -151,7 +151,8 @@ def initialise(settings: Settings, user: str | None = None) -> None:
     root nor the service user is refused (:class:`wmproxy.security.nofollow.UnsafePathError`).
     Every path is checked so before the first is created or changed: a refusal changes
     nothing. A path of a plain account refused (run without ``--user`` on a deployment made
-    with it) names ``--user <that account>``.
+    with it) names ``--user <that account>``, as does a missing path whose directory is such an
+    account's (it is not created there for another owner).
 
     Args:
         settings: the service's settings.
@@ -159,7 +160,8 @@ def initialise(settings: Settings, user: str | None = None) -> None:
 
     Raises:
         ConfigError: unknown ``user``, or not root and ``user`` is someone else; a path
-            that is a link, of the wrong type or another user's.
+            that is a link, of the wrong type or another user's, or a missing one in another
+            user's directory.
         OSError: a directory or file cannot be created, chmod-ed or chown-ed.
         ValueError: the existing store key file holds no Fernet key.
         StoreStateError: the key file is missing for a database holding sealed data, or
@@ -196,8 +198,40 @@ def _check_state_paths(settings: Settings, owner: tuple[int, int] | None) -> Non
     """
     for path, directory in _state_paths(settings):
         owners = () if path.name.endswith(".migrate-lock") else _uids(owner)  # as migration_lock opens it
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.close(open_state_path(path, directory=directory, owners=owners))
+        except FileNotFoundError:
+            _check_new_path(Path(os.path.abspath(path)), owner)
+
+
+def _check_new_path(path: Path, owner: tuple[int, int] | None) -> None:
+    """Refuse to create the missing ``path`` in a directory of a plain account other than
+    ``owner`` (and this process's user): made there as root without ``--user``, the new sandbox
+    root or key directory was root's, which the service cannot use, and that account could
+    rename it away. The likely cause is a forgotten ``--user <that account>``, which the
+    message names.
+
+    Raises:
+        ConfigError: the nearest existing directory above ``path`` is such an account's.
+    """
+    parent = path.parent
+    while True:
+        try:
+            found = os.lstat(parent)
+            break
+        except FileNotFoundError:
+            parent = parent.parent
+    allowed = {0, os.geteuid(), *_uids(owner)}
+    if found.st_uid in allowed:
+        return
+    try:
+        account = pwd.getpwuid(found.st_uid).pw_name
+    except KeyError:
+        account = str(found.st_uid)
+    raise ConfigError(
+        f"{path} would be created in {parent}, which belongs to {account}: if {account} is the service user, run "
+        f"`wmproxy-admin init --user {account}` (nothing was changed); else give {parent} to root or to the "
+        "service user")
 
 
 def _with_user_hint(exc: UnsafePathError, owner: tuple[int, int] | None) -> str:
