@@ -33,7 +33,15 @@ from sqlalchemy.orm import Session
 
 from wmproxy.store import prepared
 from wmproxy.store.retire import retire_after_bytes, retire_connection_after
-from wmproxy.store.schema import ACL_TRIMMED_ITEM, ExecutionRequest, Job, JobAclEntry, JobDependency, JobEvent
+from wmproxy.store.schema import (
+    ACL_TRIMMED_ITEM,
+    ExecutionRequest,
+    Job,
+    JobAclEntry,
+    JobDependency,
+    JobEvent,
+    not_by_index,
+)
 
 #: PostgreSQL's SQLSTATE for a row lock refused under NOWAIT (lock_not_available).
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -892,7 +900,14 @@ _DEPENDENTS_OF = select(JobDependency.job_id, JobDependency.depends_on, _JOBS.c.
 _PENDING_COMMANDS = select(ExecutionRequest).where(
     ExecutionRequest.job_id.in_(_IDS),
     ExecutionRequest.command == bindparam("command", type_=_REQUESTS.c.command.type),
-    ExecutionRequest.done_at.is_(None),
+    not_by_index(ExecutionRequest.done_at).is_(None),  # by job_id's index, not every pending request
+)
+
+
+#: :meth:`SqlExecutionQueue.pending_for`: the pending requests of one job.
+_PENDING_FOR = select(ExecutionRequest).where(
+    ExecutionRequest.job_id == bindparam("job_id", type_=_REQUESTS.c.job_id.type),
+    not_by_index(ExecutionRequest.done_at).is_(None),
 )
 
 
@@ -900,7 +915,7 @@ _PENDING_COMMANDS = select(ExecutionRequest).where(
 _PENDING_JOBS = select(_REQUESTS.c.job_id).where(
     _REQUESTS.c.job_id.in_(_IDS),
     _REQUESTS.c.command == bindparam("command", type_=_REQUESTS.c.command.type),
-    _REQUESTS.c.done_at.is_(None),
+    not_by_index(_REQUESTS.c.done_at).is_(None),  # by job_id's index, not every pending request
 ).order_by(_REQUESTS.c.id)
 
 
@@ -1106,6 +1121,4 @@ class SqlExecutionQueue:
         return list(dict.fromkeys(rows.scalars()))
 
     def pending_for(self, job_id: str) -> Sequence[ExecutionRequest]:
-        return self.session.scalars(
-            select(ExecutionRequest).where(ExecutionRequest.job_id == job_id, ExecutionRequest.done_at.is_(None))
-        ).all()
+        return self.session.scalars(_PENDING_FOR, {"job_id": job_id}).all()

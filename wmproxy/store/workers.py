@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from wmproxy.store.engine import rows_matched
-from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job
+from wmproxy.store.schema import ExecutionRequest, ExecutionWorkerRow, Job, not_by_index
 
 
 class SqlWorkerStore:
@@ -136,7 +136,7 @@ def _held_states(states: Iterable[str], stopping: Collection[str]) -> ColumnElem
     if not stopping:
         return held
     cancel_pending = exists().where(ExecutionRequest.job_id == Job.id, ExecutionRequest.command == "cancel",
-                                    ExecutionRequest.done_at.is_(None))
+                                    not_by_index(ExecutionRequest.done_at).is_(None))
     return or_(held, and_(Job.state.in_(list(stopping)), cancel_pending))
 
 
