@@ -24,9 +24,8 @@ def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_a_job_without_input_files_opens_neither_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Most jobs have no input sandbox (and no ``input/``): nothing to copy, nothing opened (the
-    failed lookup of ``input/`` and its error were about 1.5 % of a trivial job's worker CPU;
-    docs/performance.md, stop 56)."""
+    """Most jobs have no input sandbox (and no ``input/``): nothing to copy, nothing opened (no
+    failed lookup of ``input/`` and no error made for it; docs/performance.md, stop 56)."""
     for made in (True, False):
         input_dir, work = tmp_path / f"input-{made}", tmp_path / f"work-{made}"
         work.mkdir()
