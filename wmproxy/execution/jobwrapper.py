@@ -1189,8 +1189,8 @@ def _kill_session_rest() -> bool:
             if not _kill_session_once(me):
                 return True
             continue
-        before = _children(me, me)
-        if not _kill_descendants_once(me) and _children(me, me) == before:
+        before = _children(me, me)  # the pass starts from this list: one read of it fewer
+        if not _kill_descendants_once(me, children=before) and _children(me, me) == before:
             return True
     return False
 
@@ -1229,11 +1229,25 @@ def _children(pid: int, me: int) -> list[int]:
     found: list[int] = []
     for tid in threads:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                found.extend(map(int, f.read().split()))
+            found.extend(map(int, _read_proc(f"/proc/{pid}/task/{tid}/children").split()))
         except (OSError, ValueError):
             continue
     return found
+
+
+def _read_proc(path: str) -> bytes:
+    """The whole of a ``/proc`` file, read through a bare descriptor: no buffered file object
+    (``open()`` adds an ``fstat``, an ``ioctl``, two ``lseek``s and the objects' allocations, which
+    in a freshly forked wrapper also cost page faults), read until its end (a list longer than a
+    page comes in several reads)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while part := os.read(fd, 65536):
+            parts.append(part)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -1264,16 +1278,20 @@ _GONE = 0
 _UNCHECKED = 1
 
 
-def _kill_descendants_once(me: int, uid: int | None = None) -> bool:
+def _kill_descendants_once(me: int, uid: int | None = None, *, children: list[int] | None = None) -> bool:
     """SIGKILL the live descendants of the wrapper (``me``, which adopts its job's orphans:
     :func:`_adopt_orphans`), whatever their session, top down, each once its children have been
     read (a killed process's children move to the wrapper, read again by the next pass); whether
     there was any (or one that could not be checked). Depth first: only the pidfds of the path
     from the wrapper are open (:func:`_kill_descendant`). ``uid``: only those whose real uid it
     is (the worker's kill of a wrapper's descendants, :func:`wmproxy.execution.backends.local._kill_wrapper_last`,
-    whose ``CAP_KILL`` reaches any process); their children are visited all the same."""
+    whose ``CAP_KILL`` reaches any process); their children are visited all the same.
+    ``children``: the wrapper's children as the caller has just read them (:func:`_children`),
+    else read here; the caller reads them again after the pass, so a child adopted after its
+    read is found then."""
     found = False
-    path: list[tuple[int, int | None, list[int]]] = [(me, None, _children(me, me))]  # (pid, pidfd, children left)
+    first = list(children) if children is not None else _children(me, me)
+    path: list[tuple[int, int | None, list[int]]] = [(me, None, first)]  # (pid, pidfd, children left)
     try:
         while path:
             parent, parent_fd, todo = path[-1]

@@ -122,8 +122,9 @@ def parse_jdl(text: str, *, bounded: bool = False) -> classad2.ClassAd:
     else:
         ad = wrapper
     # A name is an identifier's text or a quoted name's (which may hold escapes): without either
-    # in the text, no name is reserved.
-    named = "'" in body or _RESERVED in body.lower()
+    # in the text, no name is reserved. An identifier starting with _RESERVED holds its "__" as
+    # written: a text without it (a registered JDL, read at every claim, usually) is not lowered.
+    named = "'" in body or ("__" in body and _RESERVED in body.lower())
     if named and any(name.lower().startswith(_RESERVED) for name in ad):
         raise JdlSyntaxError(f"Unable to parse JDL: attribute names starting with {_RESERVED} are reserved")
     if "'" in body:  # a quoted name needs one

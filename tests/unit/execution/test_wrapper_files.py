@@ -206,3 +206,27 @@ def test_a_wrapper_leading_its_session_finds_its_leftovers_without_listing_proc(
     calls = trace.read_text().splitlines()
     assert not [c for c in calls if '"/proc", ' in c], calls
     assert [c for c in calls if c.split('"')[1:2] and c.split('"')[1].endswith("/children")], calls
+
+
+def test_a_trivial_jobs_wrapper_reads_its_children_twice_through_bare_descriptors(tmp_path: Path) -> None:
+    """A job that left nothing costs its wrapper two reads of its children's list (before and
+    after the one pass of the leftovers' kill, which starts from the first read), each an
+    ``openat``, ``read``s and a ``close``: no buffered file object's ``fstat``, ``ioctl`` and
+    ``lseek``s (docs/performance.md, stop 56)."""
+    if not os.path.exists("/usr/bin/strace"):
+        need_peer("strace counts the wrapper's system calls")
+    work = identity.prepare_work_dir(tmp_path, "job", None)
+    identity.write_spec(work, JobSpec(job_id=JOB, executable="/bin/true"), None)
+    trace = tmp_path / "trace"
+    wrapper = ["setsid", PYTHON, "-I", "-S", str(WRAPPER_PATH), str(work)]  # setsid: it leads its session
+    traced = "trace=openat,read,close,ioctl,lseek,newfstatat,fstat,statx"
+    subprocess.run(["/usr/bin/strace", "-f", "-qq", "-y", "-o", str(trace), "-e", traced, *wrapper],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=DEADLINE, check=True)
+    status = identity.read_status(work, None)
+    assert status is not None and status.exit_code == 0
+    calls = [c for c in trace.read_text().splitlines() if "/children" in c]
+    opened = [c for c in calls if "openat(" in c]
+    assert len(opened) == 2, calls
+    kinds = {c.split("(", 1)[0].split()[-1] for c in calls}
+    assert kinds <= {"openat", "read", "close", "newfstatat"}, calls  # newfstatat: _adopt_orphans' exists()
+    assert len([c for c in calls if "newfstatat(" in c]) <= 1, calls
