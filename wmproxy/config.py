@@ -748,10 +748,12 @@ class LimitsSettings:
             at 0 a job's input area still holds at most 10,000 files and directories
             (``INPUT_ENTRIES_CEILING`` of :mod:`wmproxy.services.sandboxes`): empty ones cost no
             bytes against MaxInputSandboxSize or the quota.
-        max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit):
-            the edge's transfers and listings, the output sandbox's collection and
-            getOutputFileList all check it, so every name listed can be fetched; a perusal
-            file name may take 22 bytes less (the ``-<first>-<last>`` of a merged part).
+        max_sandbox_name_bytes: bytes of one sandbox file name (255, a file name's limit),
+            checked wherever a name is created: the edge's uploads (a PUT, a MOVE's
+            destination), the input and output sandbox names of a JDL, the output sandbox's
+            collection, perusal file names (22 bytes less: the ``-<first>-<last>`` of a merged
+            part). Files stored under longer names before a site lowered it are still listed
+            and served.
         max_pending_delegation_requests: pending delegation requests (getProxyReq,
             getNewProxyReq, renewProxyReq without their putProxy yet) one DN keeps; beyond
             them its oldest are dropped (a putProxy for one is refused as for any unknown

@@ -19,6 +19,7 @@ import os
 import re
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import requests
@@ -885,28 +886,34 @@ class TestDelegation1Extras:
         ref.deleg2.destroy(returned.findtext("delegationID"))
 
 
-# --- getOutputFileList (§4.5): only what the sandbox edge serves ------------------------------
+# --- getOutputFileList (§4.5): every stored file, so `wmproxy output` never purges one unfetched ----
 
 
-def test_output_file_list_leaves_out_names_the_edge_refuses(alice: ReferenceClient, deployment: Deployment) -> None:
+def test_output_file_list_keeps_names_the_edge_refuses(alice: ReferenceClient, deployment: Deployment) -> None:
     """A name a collection stored before it refused such names (bytes that are not UTF-8, a
-    control character, a ``\\``) was listed: its GET was a 404 or a 400, and ``wmproxy output``
-    failed on it. Left out, as the edge's listing leaves it out: every URI returned is fetched."""
+    control character, a ``\\``) stays listed, though its GET is refused: ``wmproxy output``
+    then fails on it and keeps the job. Left out, the job was purged with the file never
+    fetched (a review of stop 56). The others are fetched."""
     job = alice.wmproxy.jobSubmit(JDL, "ops")
     assert wait_for_final(alice, job.id) == "Done (Exit Code 0)"
     settings = load_settings(deployment.config)
     output = FilesystemSandboxStorage(settings.sandbox.root, settings.sandbox.dir_name).job_dir(job.id) / "output"
     owner = output.stat()
-    for name in (b"\xffname.txt", b"bad\nname.txt", b"back\\slash.txt"):
+    planted = (b"\xffname.txt", b"bad\nname.txt", b"back\\slash.txt")
+    for name in planted:
         path = os.fsencode(output) + b"/" + name
-        with open(path, "wb") as planted:
-            planted.write(b"left by an old collection")
+        with open(path, "wb") as f:
+            f.write(b"left by an old collection")
         if os.geteuid() == 0:  # as the service wrote it
             os.chown(path, owner.st_uid, owner.st_gid)
 
     files = alice.wmproxy.getOutputFileList(job.id, "https")
 
-    assert sorted(f.name.rsplit("/", 1)[1] for f in files) == ["std.err", "std.out"]
-    for f in files:
+    names = {unquote(f.name.rsplit("/", 1)[1], errors="surrogateescape"): f for f in files}
+    assert sorted(names) == sorted(["std.err", "std.out", *(os.fsdecode(n) for n in planted)])
+    for name, f in names.items():
         reply = alice.session.get(f.name)
-        assert reply.status_code == 200 and len(reply.content) == f.size, f.name
+        if name in ("std.err", "std.out"):
+            assert reply.status_code == 200 and len(reply.content) == f.size, f.name
+        else:
+            assert 400 <= reply.status_code < 500, f.name

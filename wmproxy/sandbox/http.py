@@ -17,10 +17,10 @@ collection and perusal refused it may have left in ``output/`` or ``peek/``, is 
 served there (:func:`~wmproxy.sandbox.storage.withheld`: 403), for the owner as for the readers the
 job's ACL admits. Statuses: 400 for a
 file name the service refuses (control characters such as newline, CR or ESC, DEL, the name
-of an upload in progress, or longer than ``[limits] max_sandbox_name_bytes``; such a name, which
-a job collected before collection and perusal refused it or before the site lowered its limit
-may have left, is neither listed nor returned by getOutputFileList:
-:func:`~wmproxy.sandbox.storage.served_name`), a path whose
+of an upload in progress; such a name, which a job collected before collection and perusal
+refused it may have left, is not listed: :func:`~wmproxy.sandbox.storage.served_name`), or that a
+PUT or a MOVE would create longer than ``[limits] max_sandbox_name_bytes`` (a file stored under a
+longer name before the site lowered its limit is still listed and served), a path whose
 path on the server would reach PATH_MAX, and an upload body cut off or malformed (a bad chunk);
 403 for a caller the site does not admit (checked before the path is parsed; the connection is
 then closed, its body not read), a path outside a sandbox, a refused caller (a limited proxy may
@@ -244,7 +244,7 @@ class SandboxApp:
             raise _HttpError(405, f"Method {method} not allowed", {"Allow": ", ".join(ALLOWED_METHODS)})
         rel_path = request.path[1:]  # werkzeug collapses leading slashes to one
         job_rel_dir, area, rest = self.storage.split_path(rel_path)
-        self._check_names(rest)
+        self._check_names(rest, self.max_name_bytes if method == "PUT" else NAME_MAX)
         self.authorize(request.environ, job_rel_dir, method)
         if method in ("GET", "HEAD") and (why := withheld(area, rest)) is not None:
             raise SandboxPathError(f"{'/'.join(rest)} is not served: {why}")  # left by a job ended before
@@ -275,9 +275,15 @@ class SandboxApp:
             return self._delete(job_rel_dir, path)
         return self._move(request, job_rel_dir, path)
 
-    def _check_names(self, names: tuple[str, ...]) -> None:
+    @staticmethod
+    def _check_names(names: tuple[str, ...], max_bytes: int) -> None:
+        """Refuse a path whose components the edge never serves (:func:`check_file_name`).
+        ``max_bytes``: ``max_name_bytes`` for a name a request creates (PUT, a MOVE's
+        destination), NAME_MAX for one it reads, moves or deletes: a site that lowers its limit
+        still serves, lists and lets be fetched the files stored under the longer names before
+        (``wmproxy output`` purges a job only when every listed file came)."""
         for name in names:
-            check_file_name(name, self.max_name_bytes)
+            check_file_name(name, max_bytes)
 
     # --- handlers ---
 
@@ -320,16 +326,16 @@ class SandboxApp:
     def _listing(self, request: Request, path: Path | None, area: str, rest: tuple[str, ...]) -> Response:
         """The directory page of ``path`` (None: an area not created yet, listed empty), the
         directory ``rest`` below ``area``; what is never served (:func:`withheld`, a name the edge
-        refuses, :func:`served_name`: control characters, bytes that are not UTF-8, longer than
-        ``max_name_bytes``, left by a job collected before collection refused such names or
-        before the site lowered its limit) is left out: every name listed can be fetched."""
+        refuses, :func:`served_name`: control characters, bytes that are not UTF-8, left by a
+        job collected before collection refused such names) is left out: every name listed can
+        be fetched (a name longer than a lowered ``max_name_bytes`` is, :meth:`_check_names`)."""
         rows = []
         entries: list[os.DirEntry[str]] = []
         if path is not None:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
-            if not served_name(entry.name, self.max_name_bytes) or withheld(area, (*rest, entry.name)) is not None:
+            if not served_name(entry.name) or withheld(area, (*rest, entry.name)) is not None:
                 continue
             name = entry.name + ("/" if entry.is_dir(follow_symlinks=False) else "")
             rows.append(f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>')
@@ -437,7 +443,7 @@ class SandboxApp:
         if dest_path.startswith("//") or not dest_path.startswith("/"):
             raise SandboxPathError("Bad MOVE destination")
         dest_job, dest_area, dest_rest = self.storage.split_path(dest_path[1:])
-        self._check_names(dest_rest)
+        self._check_names(dest_rest, self.max_name_bytes)
         if dest_job != job_rel_dir or dest_area != "input" or not dest_rest:
             raise SandboxPathError("MOVE is allowed only inside the same job's input sandbox")
         target = self.storage.resolve(dest_path[1:]).path

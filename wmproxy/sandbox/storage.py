@@ -369,10 +369,9 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
 
 
 def served_name(name: str, max_bytes: int = NAME_MAX) -> bool:
-    """Whether the sandbox edge serves a file so named (:func:`check_file_name` with its
-    ``[limits] max_sandbox_name_bytes``): a job collected before collection refused such names
-    may have left one (control characters, ``\\``, bytes that are not UTF-8), which a listing
-    and getOutputFileList leave out, as they are never served."""
+    """Whether the sandbox edge serves a file so named (:func:`check_file_name`; ``max_bytes``:
+    NAME_MAX, as it reads): a job collected before collection refused such names may have left
+    one (control characters, ``\\``, bytes that are not UTF-8), which its listing leaves out."""
     try:
         check_file_name(name, max_bytes)
     except SandboxNameError:

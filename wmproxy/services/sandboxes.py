@@ -10,13 +10,12 @@ live in ``wmproxy.sandbox.storage``; the HTTP edge is ``wmproxy.sandbox.http``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import unquote
 
 from wmproxy.config import LimitsSettings
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import JobNotFoundError, OperationNotAllowedError, QuotaExceededError
 from wmproxy.jdl import JobDescription, input_sandbox_files
-from wmproxy.sandbox.storage import AreaTally, check_file_count, check_file_name, served_name
+from wmproxy.sandbox.storage import AreaTally, check_file_count, check_file_name
 from wmproxy.services.access import job_for, live_job
 from wmproxy.services.quota import change_usage, upload_room
 from wmproxy.services.runtime import Runtime
@@ -55,19 +54,6 @@ def _input_uri(rt: Runtime, job: Job) -> str:
     compound job its parent's (§2.3, §4.1: the reference's node ``input/`` is a symbolic link to
     the parent's; here a node has no input area of its own, see :func:`authorize_area`)."""
     return rt.storage.job_area(job.id, job.parent_id).input_uri
-
-
-def served_output_files(rt: Runtime, files: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """getOutputFileList's ``(URI, size)`` pairs (:func:`wmproxy.services.jobs.output_files`)
-    without the files the sandbox edge never serves (:func:`~wmproxy.sandbox.storage.served_name`
-    with ``[limits] max_sandbox_name_bytes``: control characters, ``\\``, bytes that are not
-    UTF-8, too long), which a job collected before collection refused them, or before the site
-    lowered its limit, may have left: its listing leaves them out too, so every URI returned
-    can be fetched. A URI's last segment is the name :func:`~wmproxy.jdl.sandbox.file_uri`
-    percent-encoded (every byte but the unreserved ones): decoded, it is the name as stored."""
-    limit = rt.settings.limits.max_sandbox_name_bytes
-    return [(uri, size) for uri, size in files
-            if served_name(unquote(uri.rpartition("/")[2], errors="surrogateescape"), limit)]
 
 
 def authorize_area(rt: Runtime, principal: Principal, job_rel_dir: str, method: str) -> str:

@@ -124,8 +124,7 @@ class WMProxyPort(ServiceBase):
         return _call(
             ctx,
             "getOutputFileList",
-            lambda rt, p: convert.file_list(
-                sandboxes.served_output_files(rt, jobs.output_files(rt, p, jobId or "", protocol))),
+            lambda rt, p: convert.file_list(jobs.output_files(rt, p, jobId or "", protocol)),
         )
 
     @rpc(String, _returns=Part(JobStatusStructType), _out_variable_name="JobStatusStruct")

@@ -762,11 +762,11 @@ def test_a_listing_leaves_out_names_it_cannot_serve(client: Client, storage: Fil
     assert re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True)) == ["good.txt"]
 
 
-def test_a_listing_leaves_out_names_longer_than_the_site_limit(storage: FilesystemSandboxStorage,
-                                                               authorizer: FakeAuthorizer) -> None:
-    """A site that lowers ``[limits] max_sandbox_name_bytes`` has its GET refuse a longer name
-    (400): the listing left it in, a link that could not be fetched (a job collected before, or
-    a perusal part). Every name listed is fetched."""
+def test_a_lowered_name_limit_refuses_new_names_and_still_serves_the_stored_ones(
+        storage: FilesystemSandboxStorage, authorizer: FakeAuthorizer) -> None:
+    """A site that lowers ``[limits] max_sandbox_name_bytes``: a PUT of a longer name is refused
+    (400), a file stored under one before is listed and served (its GET was a 400, and
+    getOutputFileList listed it: ``wmproxy output`` failed on every such job)."""
     app = SandboxApp(storage, authorize=authorizer, input_limit=lambda rel_dir: MAX_INPUT, max_name_bytes=16)
     client = Client(app)
     output = _area(storage, "output")
@@ -775,9 +775,10 @@ def test_a_listing_leaves_out_names_longer_than_the_site_limit(storage: Filesyst
     response = client.get(f"{OUTPUT}/", headers=OWNER)
     assert response.status_code == 200, response.get_data(as_text=True)
     listed = re.findall(r'<a href="([^"]*)"', response.get_data(as_text=True))
-    assert listed == ["x" * 16, "z.txt"]
+    assert listed == ["x" * 16, "y" * 17, "z.txt"]
     for name in listed:
         fetched = client.get(f"{OUTPUT}/{name}", headers=OWNER)
         assert (fetched.status_code, fetched.get_data()) == (200, b"x")
         fetched.close()
-    assert client.get(f"{OUTPUT}/{'y' * 17}", headers=OWNER).status_code == 400
+    assert client.put(f"{INPUT}/{'w' * 17}", data=b"x", headers=OWNER).status_code == 400
+    assert client.put(f"{INPUT}/{'w' * 16}", data=b"x", headers=OWNER).status_code in (200, 201, 204)
