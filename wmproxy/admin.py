@@ -205,33 +205,37 @@ def _check_state_paths(settings: Settings, owner: tuple[int, int] | None) -> Non
 
 
 def _check_new_path(path: Path, owner: tuple[int, int] | None) -> None:
-    """Refuse to create the missing ``path`` in a directory of a plain account other than
-    ``owner`` (and this process's user): made there as root without ``--user``, the new sandbox
-    root or key directory was root's, which the service cannot use, and that account could
-    rename it away. The likely cause is a forgotten ``--user <that account>``, which the
-    message names.
+    """As root, refuse to create the missing ``path`` in a directory of a plain account other
+    than ``owner``: made there as root without ``--user``, the new sandbox root or key
+    directory was root's, which the service cannot use, and that account could rename it away.
+    The directory is the one the creation would happen in, links followed as the walk follows
+    them (a root-owned link into the account's directory is no way round). Without ``--user``
+    the likely cause is a forgotten ``--user <that account>``, which the message names.
 
     Raises:
         ConfigError: the nearest existing directory above ``path`` is such an account's.
     """
+    if os.geteuid() != 0:
+        return  # a plain user's init makes its own files, wherever it may write
     parent = path.parent
     while True:
         try:
-            found = os.lstat(parent)
+            found = os.stat(parent)  # followed: where the mkdir happens
             break
         except FileNotFoundError:
             parent = parent.parent
-    allowed = {0, os.geteuid(), *_uids(owner)}
-    if found.st_uid in allowed:
+    if found.st_uid == 0 or found.st_uid in _uids(owner):
         return
     try:
         account = pwd.getpwuid(found.st_uid).pw_name
     except KeyError:
         account = str(found.st_uid)
-    raise ConfigError(
-        f"{path} would be created in {parent}, which belongs to {account}: if {account} is the service user, run "
-        f"`wmproxy-admin init --user {account}` (nothing was changed); else give {parent} to root or to the "
-        "service user")
+    where = f"{path} would be created in {parent}, which belongs to {account}"
+    if owner is None:
+        raise ConfigError(f"{where}: if {account} is the service user, run `wmproxy-admin init --user {account}` "
+                          f"(nothing was changed); else give {parent} to root or to the service user")
+    raise ConfigError(f"{where}, not the service user (nothing was changed): give {parent} to root or to the "
+                      "service user")
 
 
 def _with_user_hint(exc: UnsafePathError, owner: tuple[int, int] | None) -> str:

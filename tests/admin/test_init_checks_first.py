@@ -50,3 +50,20 @@ def test_init_without_user_names_the_user_of_an_existing_path(service_settings: 
     assert result.output.startswith(
         f"Error: {db_dir} belongs to {SERVICE_USER}: if {SERVICE_USER} is the service user, run "
         f"`wmproxy-admin init --user {SERVICE_USER}` (nothing was changed)"), result.output
+
+
+@needs_root
+def test_a_root_owned_link_into_the_service_users_directory_is_no_way_round(service_settings: Settings) -> None:
+    """The new path is checked where its directory is made, links followed as the walk follows
+    a root-owned one: the check looked at the link itself (root's) and let root make the
+    sandbox root inside the service user's directory."""
+    top = Path(service_settings.sandbox.root).parent  # the service user's
+    link = top.parent / "state-link"  # root's, in root's directory
+    link.symlink_to(top)
+    settings = dataclasses.replace(service_settings, sandbox=SandboxSettings(root=str(link / "sandbox-new")))
+    config = write_ini(settings, top.parent / "wmproxy.conf")
+    result = CliRunner().invoke(cli, ["-c", str(config), "init"], env={"WMPROXY_CONFIG": None})
+    assert result.exit_code == 1, result.output
+    assert not (top / "sandbox-new").exists()
+    assert result.output.startswith(
+        f"Error: {link / 'sandbox-new'} would be created in {link}, which belongs to {SERVICE_USER}: "), result.output
