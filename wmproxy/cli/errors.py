@@ -21,11 +21,15 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
 
     The bytes are decoded as UTF-8, else as Latin-1 (ISO 8859-1): every byte is taken, as the
     gLite UI's parser took a file's bytes, so a JDL, ids or configuration file written in
-    Latin-1 (``"caf\\xe9"``) is read as its author meant (``café``), never refused.
+    Latin-1 (``"caf\\xe9"``) is read as its author meant (``café``). A character so read is
+    a character: a local file a Latin-1 JDL names (an InputSandbox entry) is looked up under
+    its UTF-8 spelling, where gLite looked up the bytes. A file holding a NUL or starting with
+    a UTF-16 byte order mark is refused (UTF-16 text, a binary file), not read as Latin-1.
 
     Raises:
-        OSError: it cannot be opened or read, is not a regular file (``EINVAL``) or is larger than
-            :data:`MAX_TEXT_FILE` (``EFBIG``); ``strerror`` says which.
+        OSError: it cannot be opened or read, is not a regular file (``EINVAL``), is larger than
+            :data:`MAX_TEXT_FILE` (``EFBIG``) or is not text (``EILSEQ``); ``strerror`` says
+            which.
     """
     # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -35,6 +39,10 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
         data = fh.read(MAX_TEXT_FILE + 1)
     if len(data) > MAX_TEXT_FILE:
         raise OSError(errno.EFBIG, too_large("it is"), str(path))
+    if (nul := data.find(b"\0")) >= 0 or data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        at = max(nul, 0)
+        raise OSError(errno.EILSEQ, f"not UTF-8 or Latin-1 text: UTF-16 or binary (byte 0x{data[at]:02x} at "
+                                    f"offset {at})", str(path))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
