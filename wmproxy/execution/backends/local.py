@@ -1133,13 +1133,9 @@ def _stage_in(input_dir: Path, work_dir: Path, files: tuple[str, ...], account: 
     try:
         src_dir = os.open(input_dir, flags | os.O_DIRECTORY)
     except FileNotFoundError:
-        if files:
-            raise identity.IdentityError(f"input sandbox file {files[0]} has not been uploaded") from None
-        return
+        raise identity.IdentityError(f"input sandbox file {files[0]} has not been uploaded") from None
     except OSError:
-        if files:
-            raise identity.IdentityError(f"The input sandbox of the job ({input_dir}) does not exist") from None
-        return
+        raise identity.IdentityError(f"The input sandbox of the job ({input_dir}) does not exist") from None
     try:
         dst_dir = os.open(work_dir, flags | os.O_DIRECTORY)
         try:
