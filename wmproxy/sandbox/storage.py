@@ -1219,8 +1219,8 @@ class FilesystemSandboxStorage:
                 can name more than the entries registration counted); 0: no limit. A file
                 beyond it is not collected.
             max_name_bytes: bytes of UTF-8 a name stored in ``output/`` may have (``[limits]
-                max_sandbox_name_bytes``, what the sandbox edge's GET allows): a longer one is
-                not collected ("its destination name cannot be served").
+                max_sandbox_name_bytes``, what every creation of a sandbox name allows): a
+                longer one is not collected ("its destination name cannot be served").
 
         Returns:
             :class:`OutputCollection`: ``(name, reason)`` of each file not collected, in order;
