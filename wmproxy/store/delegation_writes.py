@@ -137,7 +137,7 @@ class DelegationWrites:
         else:
             self._take_key_and_put = _Compiled(_take_key_and_put_proxy(bounded=False), dialect)
             self._take_key_with_room_and_put = _Compiled(_take_key_and_put_proxy(bounded=True), dialect)
-            self._claim_into_request = _Compiled(keypool._claim_into_request(asynchronous=True), dialect)
+            self._claim_into_request = _Compiled(keypool._claim_into_request(), dialect)
 
     def claim_into_request(self, key_bits: int, owner_dn: str, delegation_id: str,
                            now: dt.datetime) -> tuple[str, bytes] | None:
@@ -146,17 +146,7 @@ class DelegationWrites:
         only; PostgreSQL skips the keys other transactions are claiming) becomes the pending
         request of (``owner_dn``, ``delegation_id``), replacing an older one. Returns its CSR
         PEM and its sealed key (as :meth:`pending_key` would read it back), or None when the pool
-        has no free key (nothing is written then).
-
-        On PostgreSQL the statement commits without waiting for the WAL's flush (its own
-        transaction's ``synchronous_commit`` off; issue 14, stop 56 in docs/performance.md): it
-        is visible to every other session at once, and flushed by the WAL writer within
-        ``wal_writer_delay`` (three times that at worst) or by any later durable commit, a
-        putProxy's among them. A crash of the database server or its host before that may lose
-        the claim and the request with it (never a stored proxy, a job, or a later commit
-        without it): the request's putProxy then gets "no proxy request for delegation id", as
-        for a request purged, and the client asks again. The claimed key was never handed out
-        but as its CSR's public key; kept in the pool again, it may serve a later request."""
+        has no free key (nothing is written then)."""
         created = self._bind_time(now)
         if not self.sqlite:  # one statement (a data-modifying WITH): atomic by itself
             with single_statement(self.engine) as cursor:

@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 from typing import Any, cast
 
-from sqlalchemy import Integer, LargeBinary, String, Table, Text, bindparam, delete, func, literal_column, select
+from sqlalchemy import Integer, LargeBinary, String, Table, Text, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -88,9 +88,6 @@ class SqlDelegationKeyPool:
 
 
 _pool = cast(Table, PooledDelegationKey.__table__)
-#: PostgreSQL: ``synchronous_commit`` off until the end of the current transaction (``true``:
-#: as ``SET LOCAL``); its value is the setting's new value, ``'off'``.
-ASYNCHRONOUS_COMMIT = "set_config('synchronous_commit', 'off', true)"
 #: The claim, built once (Core, on the table: no ORM bookkeeping for a row that is deleted).
 _CLAIM = (
     delete(_pool)
@@ -107,26 +104,15 @@ _CLAIM = (
 
 
 @functools.cache
-def _claim_into_request(*, asynchronous: bool = False) -> Any:
-    """PostgreSQL: :data:`_CLAIM` as a data-modifying CTE feeding the pending request's upsert.
-
-    ``asynchronous``: the statement also sets ``synchronous_commit`` off for its own transaction
-    (``set_config(..., true)`` in a CTE the insert reads, :data:`ASYNCHRONOUS_COMMIT`), so its
-    commit does not wait for the WAL's flush. Only for a statement that is its own transaction
-    (``wmproxy.store.driver.single_statement``): in a longer transaction it would make the whole
-    transaction's commit asynchronous."""
+def _claim_into_request() -> Any:
+    """PostgreSQL: :data:`_CLAIM` as a data-modifying CTE feeding the pending request's upsert."""
     requests = cast(Table, DelegationRequest.__table__)
     key = _CLAIM.cte("k")
-    values = select(bindparam("owner_dn", type_=String()), bindparam("delegation_id", type_=String()),
-                    key.c.sealed_key, key.c.csr_pem, bindparam("created_at", type_=UTCDateTime()))
-    ctes = [key]
-    if asynchronous:
-        # written out, not bound: no parameters for psycopg to adapt on each claim
-        setting = select(literal_column(ASYNCHRONOUS_COMMIT).label("synchronous_commit")).cte("a")
-        values = values.where(setting.c.synchronous_commit == literal_column("'off'"))
-        ctes.append(setting)
     insert = postgresql.insert(requests).from_select(
-        ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"], values).add_cte(*ctes)
+        ["owner_dn", "delegation_id", "sealed_key", "csr_pem", "created_at"],
+        select(bindparam("owner_dn", type_=String()), bindparam("delegation_id", type_=String()),
+               key.c.sealed_key, key.c.csr_pem, bindparam("created_at", type_=UTCDateTime())),
+    ).add_cte(key)
     return insert.on_conflict_do_update(
         index_elements=[requests.c.owner_dn, requests.c.delegation_id],
         set_={name: insert.excluded[name] for name in ("sealed_key", "csr_pem", "created_at")},
