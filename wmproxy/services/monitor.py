@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from wmproxy.domain import JobState, Principal
 from wmproxy.errors import InvalidArgumentError
-from wmproxy.sandbox.storage import shown_name
+from wmproxy.sandbox.storage import served_name, shown_name
 from wmproxy.services.access import job_for
 from wmproxy.services.jobs import status_text
 from wmproxy.services.perusal import stored_names
@@ -93,11 +93,12 @@ class Event:
 
 @dataclass(frozen=True)
 class OutputFile:
-    """A file of the output sandbox: name, size in bytes, HTTPS URI of the sandbox edge."""
+    """A file of the output sandbox: name, size in bytes, HTTPS URI of the sandbox edge (None:
+    a name the edge does not serve, which a collection before it refused such names stored)."""
 
     name: str
     size: int
-    uri: str
+    uri: str | None
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,10 @@ def job_detail(rt: Runtime, principal: Principal, job_id: str, *, node_page: int
                 and rt.storage.has_job_area(job.id):
             area = rt.storage.job_area(job.id, job.parent_id)
             # a name is shown escaped (the job chose it: bytes that are not UTF-8, control
-            # characters); its link names the file as stored
-            outputs = [OutputFile(shown_name(name), size, file_uri(area.output_uri, name))
+            # characters); linked as stored only when the edge serves it (a collection before
+            # stop 55 stored names it refuses: their link answered 400)
+            outputs = [OutputFile(shown_name(name), size,
+                                  file_uri(area.output_uri, name) if served_name(name) else None)
                        for name, size in rt.storage.output_files(job.id)]
         perusal = _perusal(rt, job)
         return JobDetail(_row(job), job.owner_dn, job.parent_id, job.exit_code, job.reason, events,

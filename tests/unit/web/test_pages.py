@@ -393,20 +393,24 @@ class TestBigDag:
 def test_an_output_file_name_not_utf8_is_shown_escaped(app: WMProxyApplication, rt: Runtime, alice: Principal,
                                                       delegated: str) -> None:
     """L1: the job chooses its output files' names (a wildcard of its OutputSandbox): shown as
-    :func:`wmproxy.sandbox.storage.shown_name` writes them, linked as they are stored."""
+    :func:`wmproxy.sandbox.storage.shown_name` writes them; linked as stored only when the edge
+    serves the name (one a collection before stop 55 stored, bytes that are not UTF-8 or a
+    control character, was linked and its link answered 400)."""
     job_id = register_job(rt, alice, ECHO_JDL, delegated).job_id
     output = rt.storage.job_dir(job_id) / "output"
     output.mkdir(exist_ok=True)
-    for name in (b"\xff\xfe.dat", b"esc\x1b[31m.dat"):
+    for name in (b"\xff\xfe.dat", b"esc\x1b[31m.dat", "r\u00e9sum\u00e9 #1.dat".encode()):
         (output / os.fsdecode(name)).write_bytes(b"x")
     set_state(rt, job_id, JobState.DONE, exit_code=0)
     status, _, body = request(app, alice, "/monitor/job", "id=" + quote(job_id, safe=""))
     assert status == "200 OK"
-    links = html.fromstring(body).xpath('//table[@id="outputs"]//a')
+    table = html.fromstring(body).xpath('//table[@id="outputs"]')[0]
     area = rt.storage.job_area(job_id)
-    assert [(a.text, a.get("href")) for a in links] == [
-        ("esc\\x1b[31m.dat", f"{area.output_uri}/esc%1B%5B31m.dat"),
-        ("\\udcff\\udcfe.dat", f"{area.output_uri}/%FF%FE.dat")]
+    assert [(a.text, a.get("href")) for a in table.xpath(".//a")] == [
+        ("r\u00e9sum\u00e9 #1.dat", f"{area.output_uri}/r%C3%A9sum%C3%A9%20%231.dat")]
+    cells = [td.text_content() for td in table.xpath(".//tr/td[1]")]
+    assert cells == ["esc\\x1b[31m.dat (not served: a name the sandbox edge refuses)", "r\u00e9sum\u00e9 #1.dat",
+                     "\\udcff\\udcfe.dat (not served: a name the sandbox edge refuses)"]
 
 
 class TestOtherSites:
