@@ -368,12 +368,12 @@ def check_file_name(name: str, max_bytes: int = NAME_MAX, what: str = "sandbox f
     return name
 
 
-def served_name(name: str, max_bytes: int = NAME_MAX) -> bool:
-    """Whether the sandbox edge serves a file so named (:func:`check_file_name`; ``max_bytes``:
-    NAME_MAX, as it reads): a job collected before collection refused such names may have left
-    one (control characters, ``\\``, bytes that are not UTF-8), which its listing leaves out."""
+def served_name(name: str) -> bool:
+    """Whether the sandbox edge serves a file so named (:func:`check_file_name` up to NAME_MAX,
+    as it reads): a job collected before collection refused such names may have left one
+    (control characters, ``\\``, bytes that are not UTF-8), which its listing leaves out."""
     try:
-        check_file_name(name, max_bytes)
+        check_file_name(name)
     except SandboxNameError:
         return False
     return True
